@@ -1,0 +1,406 @@
+//! The Node.js binding: converts options, errors and buffers, nothing more.
+//!
+//! Data moves through memory that V8 owns (Electron forbids external buffers):
+//! JavaScript hands in a slab and a lengths array, Rust reads packets into
+//! them on the JS thread with non-blocking calls. Only waiting for readiness
+//! happens on tokio's reactor, and it never holds a JavaScript value.
+#![deny(clippy::all)]
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use tokio::sync::watch;
+use tunnel::batch::{Rx, Tx};
+use tunnel::device::{self, Offloads};
+use tunnel::netlink::Netlink;
+use tunnel::reactor::Reactor;
+use tunnel::{Cidr, Device, Error as CoreError, OpenOptions};
+
+/// Turns a core error into a JS error whose `code` the facade decodes:
+/// `errno:<n>:<syscall>` for kernel errors, or a Node-style code.
+fn to_napi(e: CoreError) -> napi::Error {
+    let code = match (&e, e.raw_os_error(), e.syscall()) {
+        (_, Some(errno), Some(syscall)) => format!("errno:{errno}:{syscall}"),
+        (CoreError::InvalidArgument(_), _, _) => "ERR_INVALID_ARG_VALUE".to_string(),
+        (CoreError::Closed, _, _) => "ERR_TUN_CLOSED".to_string(),
+        (CoreError::Malformed { .. }, _, _) => "ERR_TUN_MALFORMED".to_string(),
+        _ => "ERR_TUN".to_string(),
+    };
+    napi::Error::new(Status::GenericFailure, format!("{code}\u{1f}{e}"))
+}
+
+fn closed() -> napi::Error {
+    to_napi(CoreError::Closed)
+}
+
+fn io_err(op: &'static str, e: std::io::Error) -> napi::Error {
+    to_napi(CoreError::sys(op, e))
+}
+
+/// Options of `NativeTun.open`. Validated by the facade first; checked again here.
+#[napi(object)]
+#[derive(Default)]
+pub struct NativeOpenOptions {
+    /// Exact name or a pattern with `%d`; default: the kernel's `tun%d`.
+    pub name: Option<String>,
+    /// Open with IFF_MULTI_QUEUE. Default false.
+    pub multi_queue: Option<bool>,
+    /// Make the device persistent. Default false (an existing device's flag is kept).
+    pub persist: Option<bool>,
+    /// Owner uid (TUNSETOWNER).
+    pub owner: Option<u32>,
+    /// Owner gid (TUNSETGROUP).
+    pub group: Option<u32>,
+    /// Use the virtio-net header and segmentation offload. Default false in this build.
+    pub offload: Option<bool>,
+}
+
+/// Counters of one queue. Reads and writes count system calls.
+#[napi(object)]
+pub struct NativeStats {
+    /// Packets delivered to JavaScript.
+    pub rx_packets: f64,
+    /// Bytes delivered to JavaScript.
+    pub rx_bytes: f64,
+    /// read() calls that returned data.
+    pub rx_reads: f64,
+    /// Frames from the kernel that were malformed or unsupported and dropped.
+    pub rx_dropped: f64,
+    /// Packets handed to the kernel.
+    pub tx_packets: f64,
+    /// Bytes handed to the kernel.
+    pub tx_bytes: f64,
+    /// write() calls.
+    pub tx_writes: f64,
+}
+
+/// What the kernel supports.
+#[napi(object)]
+pub struct NativeProbe {
+    /// /dev/net/tun could be opened.
+    pub tun: bool,
+    /// Why not.
+    pub tun_error: Option<String>,
+    /// IFF_VNET_HDR is supported.
+    pub vnet_hdr: bool,
+    /// TSO4/TSO6 accepted on a probe device.
+    pub tcp_offload: bool,
+    /// USO4/USO6 accepted on a probe device.
+    pub udp_offload: bool,
+    /// A device could be created (CAP_NET_ADMIN).
+    pub can_create: bool,
+    /// uname -r.
+    pub kernel: String,
+}
+
+/// Offloads the kernel accepted.
+#[napi(object)]
+pub struct NativeOffload {
+    /// TCP segmentation offload.
+    pub tcp: bool,
+    /// UDP segmentation offload.
+    pub udp: bool,
+}
+
+struct Shared {
+    reactor: Reactor,
+    closed: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn dev(&self) -> &Device {
+        self.reactor.device()
+    }
+}
+
+/// One queue of a TUN device. Used by the TypeScript `Tun` class only.
+#[napi]
+pub struct NativeTun {
+    shared: Option<Arc<Shared>>,
+    name: String,
+    index: u32,
+    offloads: Offloads,
+    created: bool,
+    rx: Rx,
+    tx: Tx,
+    lens: Vec<u32>,
+}
+
+/// The most packets one `recv` returns.
+const MAX_BATCH: usize = 1024;
+
+fn register(dev: Device, offloads: Offloads) -> Result<NativeTun> {
+    let name = dev.name().to_string();
+    let index = dev.index();
+    let created = dev.created();
+    let dev = Arc::new(dev);
+    let reactor = within_runtime_if_available(|| Reactor::new(dev)).map_err(|e| io_err("epoll_ctl", e))?;
+    let (closed, _) = watch::channel(false);
+    Ok(NativeTun {
+        shared: Some(Arc::new(Shared { reactor, closed })),
+        name,
+        index,
+        offloads,
+        created,
+        rx: Rx::new(),
+        tx: Tx::new(),
+        lens: vec![0; MAX_BATCH],
+    })
+}
+
+#[napi]
+impl NativeTun {
+    /// Opens (or creates) a device. Synchronous: open(2) and a few ioctls, none of which wait.
+    #[napi(factory)]
+    pub fn open(options: Option<NativeOpenOptions>) -> Result<NativeTun> {
+        let o = options.unwrap_or_default();
+        let opts = OpenOptions {
+            name: o.name,
+            multi_queue: o.multi_queue.unwrap_or(false),
+            persist: o.persist.unwrap_or(false),
+            owner: o.owner,
+            group: o.group,
+        };
+        let offload = o.offload.unwrap_or(false);
+        let dev = Device::open(&opts, offload).map_err(to_napi)?;
+        let offloads = if offload {
+            dev.negotiate_offload(true, true).map_err(to_napi)?
+        } else {
+            Offloads::default()
+        };
+        register(dev, offloads)
+    }
+
+    /// Opens another queue of this multi-queue device.
+    #[napi]
+    pub fn open_queue(&self) -> Result<NativeTun> {
+        let shared = self.shared.as_ref().ok_or_else(closed)?;
+        let dev = shared.dev().open_queue().map_err(to_napi)?;
+        register(dev, self.offloads)
+    }
+
+    /// The interface name.
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// The interface index.
+    #[napi(getter)]
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// What the kernel accepted.
+    #[napi(getter)]
+    pub fn offload(&self) -> NativeOffload {
+        NativeOffload {
+            tcp: self.offloads.tcp,
+            udp: self.offloads.udp,
+        }
+    }
+
+    /// True if this open created the device (it did not exist before).
+    #[napi(getter)]
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// True until close().
+    #[napi(getter)]
+    pub fn is_open(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Reads as many packets as are ready and fit, end to end into `slab`,
+    /// their lengths into `lens` (native-endian u32 each: read it through a
+    /// `Uint32Array` on the same memory). Returns the count; 0 means nothing
+    /// is ready (wait with `readable()`). Never waits.
+    #[napi]
+    pub fn recv(&mut self, mut slab: BufferSlice, mut lens: BufferSlice) -> Result<u32> {
+        let shared = self.shared.as_ref().ok_or_else(closed)?;
+        let max = (lens.len() / 4).min(self.lens.len());
+        let n = self
+            .rx
+            .recv(shared.dev(), &mut slab, &mut self.lens[..max])
+            .map_err(to_napi)?;
+        for (dst, len) in lens.chunks_exact_mut(4).zip(&self.lens[..n]) {
+            dst.copy_from_slice(&len.to_ne_bytes());
+        }
+        Ok(n as u32)
+    }
+
+    /// Resolves `true` when a read would not block, `false` once the device is closed.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn readable<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, bool>> {
+        let shared = self.shared.clone();
+        env.spawn_future(async move {
+            let Some(shared) = shared else { return Ok(false) };
+            let mut rx = shared.closed.subscribe();
+            if *rx.borrow() {
+                return Ok(false);
+            }
+            tokio::select! {
+                r = shared.reactor.readable() => r.map(|_| true).map_err(|e| io_err("epoll_wait", e)),
+                _ = rx.wait_for(|c| *c) => Ok(false),
+            }
+        })
+    }
+
+    /// Resolves `true` when a write would not block, `false` once the device is closed.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn writable<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, bool>> {
+        let shared = self.shared.clone();
+        env.spawn_future(async move {
+            let Some(shared) = shared else { return Ok(false) };
+            let mut rx = shared.closed.subscribe();
+            if *rx.borrow() {
+                return Ok(false);
+            }
+            tokio::select! {
+                r = shared.reactor.writable() => r.map(|_| true).map_err(|e| io_err("epoll_wait", e)),
+                _ = rx.wait_for(|c| *c) => Ok(false),
+            }
+        })
+    }
+
+    /// Writes whole packets in order. Returns how many were written; fewer
+    /// than given means the kernel would block (wait with `writable()` and
+    /// send the rest). Every packet must be a complete IPv4 or IPv6 packet:
+    /// the facade checks that before any is written.
+    #[napi]
+    pub fn send(&mut self, packets: Vec<&[u8]>) -> Result<u32> {
+        let shared = self.shared.as_ref().ok_or_else(closed)?;
+        let n = self.tx.send(shared.dev(), &packets).map_err(to_napi)?;
+        Ok(n as u32)
+    }
+
+    /// Counters of this queue.
+    #[napi]
+    pub fn stats(&self) -> NativeStats {
+        let (r, t) = (self.rx.counters, self.tx.counters);
+        NativeStats {
+            rx_packets: r.packets as f64,
+            rx_bytes: r.bytes as f64,
+            rx_reads: r.reads as f64,
+            rx_dropped: r.dropped as f64,
+            tx_packets: t.packets as f64,
+            tx_bytes: t.bytes as f64,
+            tx_writes: t.writes as f64,
+        }
+    }
+
+    /// TUNSETPERSIST.
+    #[napi]
+    pub fn set_persist(&mut self, persist: bool) -> Result<()> {
+        let shared = self.shared.as_ref().ok_or_else(closed)?;
+        shared.dev().set_persist(persist).map_err(to_napi)
+    }
+
+    /// Closes this queue: pending `readable()`/`writable()` resolve `false`
+    /// at once, and the descriptor is closed when they have. Idempotent.
+    #[napi]
+    pub fn close(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            let _ = shared.closed.send(true);
+        }
+    }
+}
+
+/// Runs a netlink request on a blocking thread (the kernel answers at once,
+/// but the JS thread never waits on a socket).
+async fn netlink<T: Send + 'static>(
+    f: impl FnOnce(&mut Netlink) -> tunnel::Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(move || {
+        let mut nl = Netlink::open()?;
+        f(&mut nl)
+    })
+    .await
+    .map_err(|e| napi::Error::from_reason(format!("ERR_TUN\u{1f}netlink task failed: {e}")))?
+    .map_err(to_napi)
+}
+
+fn parse_cidr(s: &str) -> Result<Cidr> {
+    s.parse::<Cidr>().map_err(to_napi)
+}
+
+/// Adds an address (CIDR) to interface `index`.
+#[napi]
+pub async fn link_add_address(index: u32, cidr: String) -> Result<()> {
+    let c = parse_cidr(&cidr)?;
+    netlink(move |nl| nl.add_address(index, &c)).await
+}
+
+/// Removes an address (CIDR) from interface `index`.
+#[napi]
+pub async fn link_remove_address(index: u32, cidr: String) -> Result<()> {
+    let c = parse_cidr(&cidr)?;
+    netlink(move |nl| nl.remove_address(index, &c)).await
+}
+
+/// Routes `cidr` through interface `index`.
+#[napi]
+pub async fn link_add_route(index: u32, cidr: String) -> Result<()> {
+    let c = parse_cidr(&cidr)?;
+    netlink(move |nl| nl.add_route(index, &c)).await
+}
+
+/// Removes the route `cidr` through interface `index`.
+#[napi]
+pub async fn link_remove_route(index: u32, cidr: String) -> Result<()> {
+    let c = parse_cidr(&cidr)?;
+    netlink(move |nl| nl.remove_route(index, &c)).await
+}
+
+/// Sets the MTU of interface `index`.
+#[napi]
+pub async fn link_set_mtu(index: u32, mtu: u32) -> Result<()> {
+    netlink(move |nl| nl.set_mtu(index, mtu)).await
+}
+
+/// Sets interface `index` up or down.
+#[napi]
+pub async fn link_set_up(index: u32, up: bool) -> Result<()> {
+    netlink(move |nl| nl.set_up(index, up)).await
+}
+
+/// The MTU of interface `index`.
+#[napi]
+pub async fn link_get_mtu(index: u32) -> Result<u32> {
+    netlink(move |nl| nl.link(index).map(|l| l.mtu)).await
+}
+
+/// Deletes interface `index` (RTM_DELLINK).
+#[napi]
+pub async fn link_delete(index: u32) -> Result<()> {
+    netlink(move |nl| nl.delete_link(index)).await
+}
+
+/// Validates a CIDR string without touching the kernel; throws on a bad one.
+#[napi]
+pub fn check_cidr(cidr: String) -> Result<()> {
+    parse_cidr(&cidr).map(|_| ())
+}
+
+/// Validates an interface name or pattern; throws on a bad one.
+#[napi]
+pub fn check_name(name: String) -> Result<()> {
+    device::validate_name(&name).map_err(to_napi)
+}
+
+/// What this kernel and process can do with tun devices.
+#[napi]
+pub fn probe() -> NativeProbe {
+    let p = device::probe();
+    NativeProbe {
+        tun: p.tun,
+        tun_error: p.tun_error,
+        vnet_hdr: p.vnet_hdr,
+        tcp_offload: p.tcp_offload,
+        udp_offload: p.udp_offload,
+        can_create: p.can_create,
+        kernel: p.kernel,
+    }
+}

@@ -1,0 +1,1 @@
+//! rtnetlink client (being written).

@@ -1,0 +1,1 @@
+//! GSO split and GRO coalesce (filled in by the offload work).

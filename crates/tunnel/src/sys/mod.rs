@@ -1,0 +1,10 @@
+//! The only module that talks to the kernel directly, and the only one with `unsafe`.
+//!
+//! Every `unsafe` block carries a `SAFETY:` comment. Nothing here panics on
+//! what the kernel returns.
+#![allow(unsafe_code)]
+
+pub mod netlink;
+#[cfg(feature = "tokio")]
+pub mod reactor;
+pub mod tun;

@@ -1,0 +1,1 @@
+//! Netlink socket syscalls (being written).

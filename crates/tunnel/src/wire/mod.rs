@@ -1,0 +1,1 @@
+//! Packet views and checksums (filled in by the offload work).

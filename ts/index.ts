@@ -1,0 +1,473 @@
+/**
+ * tunnel-gso: Linux TUN devices for Node.js that move packets in batches.
+ *
+ * ```ts
+ * import { Tun } from 'tunnel-gso'
+ * await using tun = await Tun.open({ addresses: ['198.18.5.1/24'] })
+ * for await (const packet of tun) console.log(packet.length)
+ * ```
+ */
+import * as binding from '../native/index.js'
+import type { NativeTun } from '../native/index.js'
+import { TunError, closedError, fromNative, native, nativeAsync } from './errors.js'
+import {
+  checkBool,
+  checkCidrs,
+  checkId,
+  checkMtu,
+  checkName,
+  checkSignal,
+  ipPacketLength,
+  MIN_MTU_IPV6,
+  parseCidr,
+} from './validate.js'
+
+export { TunError } from './errors.js'
+
+/** Options of {@link Tun.open}. Every option is checked before anything is created. */
+export interface TunOptions {
+  /** Exact name (`vpn0`) or pattern (`vpn%d`), at most 15 bytes. Default: the kernel's `tun%d`. */
+  name?: string
+  /** MTU, 68 to 65535 (at least 1280 with IPv6 addresses). Default: the kernel's, 1500. */
+  mtu?: number
+  /** Addresses in CIDR notation, IPv4 and IPv6, set with rtnetlink. */
+  addresses?: string[]
+  /** Destinations in CIDR notation routed through this device. */
+  routes?: string[]
+  /** Bring the link up. Default `true`. */
+  up?: boolean
+  /**
+   * Use the virtio-net header and segmentation offload. This build reads and
+   * writes one packet per system call; offload arrives with the GSO/GRO engine.
+   * Default `false` until then.
+   */
+  offload?: boolean
+  /** Open with `IFF_MULTI_QUEUE`, so that {@link Tun.openQueue} can add queues. Default `false`. */
+  multiQueue?: boolean
+  /**
+   * Make the device persistent: it outlives this process. `false` (the default)
+   * leaves an existing device's persist flag alone; it never clears it.
+   */
+  persist?: boolean
+  /** uid allowed to open the (persistent) device without `CAP_NET_ADMIN`. */
+  owner?: number
+  /** gid allowed to open the (persistent) device without `CAP_NET_ADMIN`. */
+  group?: number
+}
+
+/** Options of {@link Tun.packets} and {@link Tun.batches}. */
+export interface ReadOptions {
+  /** Aborting rejects the pending read with the signal's reason; the device stays open. */
+  signal?: AbortSignal
+}
+
+/** Counters of one queue. Reads and writes count system calls. */
+export interface TunStats {
+  /** Packets delivered to JavaScript. */
+  rxPackets: number
+  /** Bytes delivered to JavaScript. */
+  rxBytes: number
+  /** `read()` system calls that returned data. */
+  rxReads: number
+  /** Frames from the kernel that were malformed or unsupported, and dropped. */
+  rxDropped: number
+  /** Packets handed to the kernel. */
+  txPackets: number
+  /** Bytes handed to the kernel. */
+  txBytes: number
+  /** `write()` system calls. */
+  txWrites: number
+}
+
+/** What the kernel accepted for segmentation offload. */
+export interface TunOffload {
+  /** TSO4/TSO6. */
+  tcp: boolean
+  /** USO4/USO6 (Linux 6.2 and later). */
+  udp: boolean
+}
+
+/** The result of {@link Tun.probe}. */
+export interface TunProbe {
+  /** `/dev/net/tun` could be opened. */
+  tun: boolean
+  /** Why it could not, when it could not. */
+  tunError?: string
+  /** The driver supports the virtio-net header. */
+  vnetHdr: boolean
+  /** TCP segmentation offload is accepted (needs `CAP_NET_ADMIN` to find out). */
+  tcpOffload: boolean
+  /** UDP segmentation offload is accepted (Linux 6.2 and later). */
+  udpOffload: boolean
+  /** This process may create devices (`CAP_NET_ADMIN`). */
+  canCreate: boolean
+  /** The kernel release, as `uname -r` prints it. */
+  kernel: string
+}
+
+/** Bytes of one read slab; a new one is allocated when less than {@link MIN_ROOM} is left. */
+const SLAB_SIZE = 1 << 20
+/** The largest packet one read can return. */
+const MIN_ROOM = 65535
+/** The most packets one native call returns. */
+const MAX_BATCH = 1024
+
+function abortReason(signal: AbortSignal): unknown {
+  return signal.reason ?? Object.assign(new Error('The operation was aborted'), { name: 'AbortError', code: 'ABORT_ERR' })
+}
+
+/**
+ * One queue of a Linux TUN device.
+ *
+ * Iterate it with `for await` to receive IP packets, write packets with
+ * {@link Tun.write} and {@link Tun.writeBatch}, and close it with
+ * {@link Tun.close} or `await using`. Leaving a `for await` loop early ends
+ * that loop only: the device stays open until `close()`.
+ */
+export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
+  readonly #native: NativeTun
+  readonly #name: string
+  readonly #index: number
+  #mtu: number
+  #closed = false
+  #closing: Promise<void> | undefined
+  readonly #pending = new Set<Promise<unknown>>()
+  #slab: Buffer = Buffer.alloc(0)
+  #slabPos = 0
+  readonly #lensBuf = Buffer.from(new ArrayBuffer(MAX_BATCH * 4))
+  readonly #lens = new Uint32Array(this.#lensBuf.buffer, 0, MAX_BATCH)
+  #readLock: Promise<void> = Promise.resolve()
+  #writeLock: Promise<void> = Promise.resolve()
+
+  private constructor(nativeTun: NativeTun, mtu: number) {
+    this.#native = nativeTun
+    this.#name = nativeTun.name
+    this.#index = nativeTun.index
+    this.#mtu = mtu
+  }
+
+  /**
+   * Opens (creating if needed) a TUN device and configures it: MTU,
+   * addresses, up, routes, in that order. If any step fails, what was done is
+   * undone, the device is closed and the promise rejects with a {@link TunError}.
+   *
+   * @throws TypeError / RangeError for bad options, before anything is created.
+   */
+  static async open(options: TunOptions = {}): Promise<Tun> {
+    if (options === null || typeof options !== 'object') throw new TypeError('options must be an object')
+    const name = options.name === undefined ? undefined : checkName(options.name)
+    const mtu = options.mtu === undefined ? undefined : checkMtu(options.mtu)
+    const addresses = checkCidrs(options.addresses, 'addresses')
+    const routes = checkCidrs(options.routes, 'routes')
+    const up = checkBool(options.up, 'up') ?? true
+    const offload = checkBool(options.offload, 'offload') ?? false
+    const multiQueue = checkBool(options.multiQueue, 'multiQueue') ?? false
+    const persist = checkBool(options.persist, 'persist') ?? false
+    const owner = options.owner === undefined ? undefined : checkId(options.owner, 'owner')
+    const group = options.group === undefined ? undefined : checkId(options.group, 'group')
+    if (mtu !== undefined && mtu < MIN_MTU_IPV6 && addresses.some((a) => a.family === 6)) {
+      throw Object.assign(new RangeError(`mtu ${mtu} is below ${MIN_MTU_IPV6}, the minimum for IPv6 addresses`), { code: 'ERR_OUT_OF_RANGE' })
+    }
+    const nt = native(() => binding.NativeTun.open({ name, multiQueue, persist, owner, group, offload }))
+    const undo: Array<() => Promise<void>> = []
+    try {
+      const index = nt.index
+      if (mtu !== undefined) await nativeAsync(() => binding.linkSetMtu(index, mtu))
+      for (const a of addresses) {
+        const cidr = `${a.address}/${a.prefix}`
+        await nativeAsync(() => binding.linkAddAddress(index, cidr))
+        undo.push(() => binding.linkRemoveAddress(index, cidr))
+      }
+      if (up) await nativeAsync(() => binding.linkSetUp(index, true))
+      for (const r of routes) {
+        const cidr = `${r.address}/${r.prefix}`
+        await nativeAsync(() => binding.linkAddRoute(index, cidr))
+        undo.push(() => binding.linkRemoveRoute(index, cidr))
+      }
+      const actualMtu = mtu ?? (await nativeAsync(() => binding.linkGetMtu(index)))
+      return new Tun(nt, actualMtu)
+    } catch (e) {
+      // Nothing half-done: a device we created disappears with its last fd;
+      // on a device that existed, what we added is removed again.
+      for (const f of undo.reverse()) await f().catch(() => {})
+      if (persist && nt.created) {
+        try {
+          nt.setPersist(false)
+        } catch {
+          // The device is gone already.
+        }
+      }
+      nt.close()
+      throw e
+    }
+  }
+
+  /**
+   * What this kernel supports, found by trying (creating a short-lived probe
+   * device needs `CAP_NET_ADMIN`; without it the offload fields are `false`).
+   */
+  static probe(): TunProbe {
+    const p = binding.probe()
+    const out: TunProbe = {
+      tun: p.tun,
+      vnetHdr: p.vnetHdr,
+      tcpOffload: p.tcpOffload,
+      udpOffload: p.udpOffload,
+      canCreate: p.canCreate,
+      kernel: p.kernel,
+    }
+    if (p.tunError != null) out.tunError = p.tunError
+    return out
+  }
+
+  /** The interface name the kernel gave the device. */
+  get name(): string {
+    return this.#name
+  }
+
+  /** The interface index. */
+  get index(): number {
+    return this.#index
+  }
+
+  /** The MTU, as last set or read. */
+  get mtu(): number {
+    return this.#mtu
+  }
+
+  /** What the kernel accepted for segmentation offload. */
+  get offload(): TunOffload {
+    const o = this.#native.offload
+    return { tcp: o.tcp, udp: o.udp }
+  }
+
+  /** True once {@link Tun.close} was called. */
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /** The same as {@link Tun.packets} without a signal. */
+  [Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    return this.packets()
+  }
+
+  /**
+   * Yields one complete IP packet per item. Ends when the device is closed.
+   * Each packet is a view on a batch buffer that is never reused: keeping it is safe.
+   */
+  async *packets(options: ReadOptions = {}): AsyncGenerator<Buffer, void, undefined> {
+    for await (const batch of this.batches(options)) yield* batch
+  }
+
+  /**
+   * Yields arrays of packets: everything that was ready, up to 1024 packets,
+   * from one native call. Ends when the device is closed.
+   */
+  async *batches(options: ReadOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
+    const signal = checkSignal(options?.signal)
+    if (this.#closed) throw closedError()
+    for (;;) {
+      const batch = await this.#readBatch(signal)
+      if (batch === null) return
+      yield batch
+    }
+  }
+
+  async #readBatch(signal: AbortSignal | undefined): Promise<Buffer[] | null> {
+    // One reader at a time: the slab position is shared.
+    const prev = this.#readLock
+    let release!: () => void
+    this.#readLock = new Promise<void>((r) => (release = r))
+    try {
+      await prev
+      for (;;) {
+        if (this.#closed) return null
+        signal?.throwIfAborted()
+        if (this.#slab.length - this.#slabPos < MIN_ROOM) {
+          this.#slab = Buffer.allocUnsafeSlow(SLAB_SIZE)
+          this.#slabPos = 0
+        }
+        const room = this.#slab.subarray(this.#slabPos)
+        const n = native(() => this.#native.recv(room, this.#lensBuf))
+        if (n > 0) {
+          const out = new Array<Buffer>(n)
+          let pos = this.#slabPos
+          for (let i = 0; i < n; i++) {
+            const len = this.#lens[i]!
+            out[i] = this.#slab.subarray(pos, pos + len)
+            pos += len
+          }
+          this.#slabPos = pos
+          return out
+        }
+        const ready = await this.#wait(this.#native.readable(), signal)
+        if (!ready) return null
+      }
+    } finally {
+      release()
+    }
+  }
+
+  /** Tracks a native wait so that close() can wait for it, and races it with `signal`. */
+  #wait(p: Promise<boolean>, signal: AbortSignal | undefined): Promise<boolean> {
+    const tracked = p.catch((e: unknown) => {
+      throw fromNative(e)
+    })
+    this.#pending.add(tracked)
+    const done = () => this.#pending.delete(tracked)
+    tracked.then(done, done)
+    if (!signal) return tracked
+    return new Promise<boolean>((resolve, reject) => {
+      const onAbort = () => reject(abortReason(signal))
+      if (signal.aborted) return onAbort()
+      signal.addEventListener('abort', onAbort, { once: true })
+      tracked.then(
+        (v) => {
+          signal.removeEventListener('abort', onAbort)
+          resolve(v)
+        },
+        (e: unknown) => {
+          signal.removeEventListener('abort', onAbort)
+          reject(e)
+        },
+      )
+    })
+  }
+
+  /**
+   * Writes one complete IPv4 or IPv6 packet.
+   * @throws TunError `ERR_TUN_INVALID_PACKET` if `packet` is not one whole IP packet,
+   *   `ERR_TUN_CLOSED` after close, or the kernel's error (`EIO` when the link is down, ...).
+   */
+  async write(packet: Uint8Array): Promise<void> {
+    await this.writeBatch([packet])
+  }
+
+  /**
+   * Writes packets in order. All are checked first: if one is not a complete
+   * IP packet, none is written.
+   */
+  async writeBatch(packets: readonly Uint8Array[]): Promise<void> {
+    if (!Array.isArray(packets)) throw new TypeError('packets must be an array of Uint8Array')
+    for (let i = 0; i < packets.length; i++) {
+      const p = packets[i]
+      if (!(p instanceof Uint8Array)) throw new TypeError(`packets[${i}] must be a Uint8Array`)
+      const len = ipPacketLength(p)
+      if (typeof len === 'string') throw new TunError(`packets[${i}]: ${len}`, 'ERR_TUN_INVALID_PACKET')
+      if (len !== p.length) {
+        throw new TunError(`packets[${i}]: the IP header says ${len} bytes, the buffer has ${p.length}`, 'ERR_TUN_INVALID_PACKET')
+      }
+    }
+    if (this.#closed) throw closedError()
+    if (packets.length === 0) return
+    const prev = this.#writeLock
+    let release!: () => void
+    this.#writeLock = new Promise<void>((r) => (release = r))
+    try {
+      await prev
+      let rest = packets as Uint8Array[]
+      for (;;) {
+        if (this.#closed) throw closedError()
+        const n = native(() => this.#native.send(rest))
+        if (n === rest.length) return
+        rest = rest.slice(n)
+        if (!(await this.#wait(this.#native.writable(), undefined))) throw closedError()
+      }
+    } finally {
+      release()
+    }
+  }
+
+  /** Sets the MTU (68 to 65535). */
+  async setMtu(mtu: number): Promise<void> {
+    checkMtu(mtu)
+    this.#assertOpen()
+    await nativeAsync(() => binding.linkSetMtu(this.#index, mtu))
+    this.#mtu = mtu
+  }
+
+  /** Adds an address in CIDR notation. */
+  async addAddress(cidr: string): Promise<void> {
+    const c = parseCidr(cidr)
+    this.#assertOpen()
+    await nativeAsync(() => binding.linkAddAddress(this.#index, `${c.address}/${c.prefix}`))
+  }
+
+  /** Removes an address in CIDR notation. */
+  async removeAddress(cidr: string): Promise<void> {
+    const c = parseCidr(cidr)
+    this.#assertOpen()
+    await nativeAsync(() => binding.linkRemoveAddress(this.#index, `${c.address}/${c.prefix}`))
+  }
+
+  /** Routes a destination (CIDR) through this device. */
+  async addRoute(cidr: string): Promise<void> {
+    const c = parseCidr(cidr, 'route')
+    this.#assertOpen()
+    await nativeAsync(() => binding.linkAddRoute(this.#index, `${c.address}/${c.prefix}`))
+  }
+
+  /** Removes a route through this device. */
+  async removeRoute(cidr: string): Promise<void> {
+    const c = parseCidr(cidr, 'route')
+    this.#assertOpen()
+    await nativeAsync(() => binding.linkRemoveRoute(this.#index, `${c.address}/${c.prefix}`))
+  }
+
+  /** Sets the link up or down. */
+  async setUp(up: boolean): Promise<void> {
+    if (typeof up !== 'boolean') throw new TypeError('up must be a boolean')
+    this.#assertOpen()
+    await nativeAsync(() => binding.linkSetUp(this.#index, up))
+  }
+
+  /** Makes the device persistent, or not (a non-persistent device disappears with its last queue). */
+  async setPersist(persist: boolean): Promise<void> {
+    if (typeof persist !== 'boolean') throw new TypeError('persist must be a boolean')
+    this.#assertOpen()
+    native(() => this.#native.setPersist(persist))
+  }
+
+  /** Opens another queue of a `multiQueue` device; each queue is a `Tun` of its own. */
+  async openQueue(): Promise<Tun> {
+    this.#assertOpen()
+    const q = native(() => this.#native.openQueue())
+    return new Tun(q, this.#mtu)
+  }
+
+  /** Counters of this queue. */
+  stats(): TunStats {
+    const s = this.#native.stats()
+    return {
+      rxPackets: s.rxPackets,
+      rxBytes: s.rxBytes,
+      rxReads: s.rxReads,
+      rxDropped: s.rxDropped,
+      txPackets: s.txPackets,
+      txBytes: s.txBytes,
+      txWrites: s.txWrites,
+    }
+  }
+
+  /**
+   * Closes this queue. Pending reads end at once (iterators complete), pending
+   * writes reject with `ERR_TUN_CLOSED`, and the file descriptor is closed
+   * before the promise resolves. Idempotent.
+   */
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing
+    this.#closed = true
+    this.#native.close()
+    this.#closing = Promise.allSettled([...this.#pending]).then(() => {})
+    return this.#closing
+  }
+
+  /** `await using tun = await Tun.open()` closes it at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close()
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw closedError()
+  }
+}

@@ -1,0 +1,130 @@
+import { isIP } from 'node:net'
+
+type CodedError<E extends Error> = E & { code: string }
+
+function typeError(message: string): CodedError<TypeError> {
+  const e = new TypeError(message) as CodedError<TypeError>
+  e.code = 'ERR_INVALID_ARG_TYPE'
+  return e
+}
+
+function rangeError(message: string): CodedError<RangeError> {
+  const e = new RangeError(message) as CodedError<RangeError>
+  e.code = 'ERR_OUT_OF_RANGE'
+  return e
+}
+
+function valueError(message: string): CodedError<TypeError> {
+  const e = new TypeError(message) as CodedError<TypeError>
+  e.code = 'ERR_INVALID_ARG_VALUE'
+  return e
+}
+
+/** A parsed CIDR: the address as written, its family and prefix length. */
+export interface ParsedCidr {
+  address: string
+  family: 4 | 6
+  prefix: number
+}
+
+/** Parses `198.18.0.1/24` or `2001:db8::1/64`; a bare address gets /32 or /128. */
+export function parseCidr(value: unknown, what = 'address'): ParsedCidr {
+  if (typeof value !== 'string') throw typeError(`${what} must be a string in CIDR notation, got ${typeof value}`)
+  const slash = value.indexOf('/')
+  const address = slash < 0 ? value : value.slice(0, slash)
+  const family = isIP(address)
+  if (family !== 4 && family !== 6) throw valueError(`${what} ${JSON.stringify(value)} is not a CIDR address (like 198.18.0.1/24 or 2001:db8::1/64)`)
+  const max = family === 4 ? 32 : 128
+  let prefix = max
+  if (slash >= 0) {
+    const p = value.slice(slash + 1)
+    if (!/^\d{1,3}$/.test(p) || (p.length > 1 && p.startsWith('0'))) {
+      throw valueError(`${what} ${JSON.stringify(value)} has a bad prefix length`)
+    }
+    prefix = Number(p)
+    if (prefix > max) throw rangeError(`${what} ${JSON.stringify(value)}: prefix length must be 0 to ${max}`)
+  }
+  return { address, family, prefix }
+}
+
+/** Checks an interface name or `%d` pattern (at most 15 bytes). */
+export function checkName(name: unknown): string {
+  if (typeof name !== 'string') throw typeError(`name must be a string, got ${typeof name}`)
+  const bytes = Buffer.byteLength(name)
+  if (bytes === 0 || bytes > 15) throw rangeError(`name ${JSON.stringify(name)} must be 1 to 15 bytes, got ${bytes}`)
+  if (/[/:\s\0]/.test(name) || name === '.' || name === '..') {
+    throw valueError(`name ${JSON.stringify(name)} must not contain '/', ':', white space or NUL`)
+  }
+  const percents = name.split('%').length - 1
+  if (percents > 1 || (percents === 1 && !name.includes('%d'))) {
+    throw valueError(`name pattern ${JSON.stringify(name)} may contain one '%d' and no other '%'`)
+  }
+  return name
+}
+
+/** Smallest and largest MTU a tun device takes. */
+export const MIN_MTU = 68
+export const MAX_MTU = 65535
+/** IPv6 needs at least this MTU. */
+export const MIN_MTU_IPV6 = 1280
+
+/** Checks an MTU: an integer from 68 to 65535. */
+export function checkMtu(mtu: unknown): number {
+  if (typeof mtu !== 'number') throw typeError(`mtu must be a number, got ${typeof mtu}`)
+  if (!Number.isInteger(mtu) || mtu < MIN_MTU || mtu > MAX_MTU) {
+    throw rangeError(`mtu must be an integer from ${MIN_MTU} to ${MAX_MTU}, got ${mtu}`)
+  }
+  return mtu
+}
+
+/** Checks a uid or gid. */
+export function checkId(value: unknown, what: string): number {
+  if (typeof value !== 'number') throw typeError(`${what} must be a number, got ${typeof value}`)
+  if (!Number.isInteger(value) || value < 0 || value > 0xfffffffe) {
+    throw rangeError(`${what} must be an integer from 0 to 4294967294, got ${value}`)
+  }
+  return value
+}
+
+/** Checks an optional boolean option. */
+export function checkBool(value: unknown, what: string): boolean | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'boolean') throw typeError(`${what} must be a boolean, got ${typeof value}`)
+  return value
+}
+
+/** Checks an optional array of CIDR strings. */
+export function checkCidrs(value: unknown, what: string): ParsedCidr[] {
+  if (value === undefined) return []
+  if (!Array.isArray(value)) throw typeError(`${what} must be an array of CIDR strings`)
+  return value.map((v, i) => parseCidr(v, `${what}[${i}]`))
+}
+
+/** Checks an optional AbortSignal. */
+export function checkSignal(signal: unknown): AbortSignal | undefined {
+  if (signal === undefined) return undefined
+  if (!(signal instanceof AbortSignal)) throw typeError('signal must be an AbortSignal')
+  return signal
+}
+
+/**
+ * The length of the IP packet at the start of `buf` from its own header, or
+ * an explanation of why `buf` does not start with one.
+ */
+export function ipPacketLength(buf: Uint8Array): number | string {
+  if (buf.length < 1) return 'empty buffer'
+  const version = buf[0]! >> 4
+  if (version === 4) {
+    if (buf.length < 20) return `IPv4 header needs 20 bytes, got ${buf.length}`
+    const ihl = (buf[0]! & 0x0f) * 4
+    const total = (buf[2]! << 8) | buf[3]!
+    if (ihl < 20) return `IPv4 header length ${ihl} is below 20`
+    if (total < ihl) return `IPv4 total length ${total} is below the header length ${ihl}`
+    return total
+  }
+  if (version === 6) {
+    if (buf.length < 40) return `IPv6 header needs 40 bytes, got ${buf.length}`
+    return 40 + ((buf[4]! << 8) | buf[5]!)
+  }
+  return `IP version ${version} is neither 4 nor 6`
+}
