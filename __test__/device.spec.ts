@@ -96,10 +96,20 @@ rootTest('multi-queue: two queues of one device both receive traffic', async (t)
   t.is(r.counts[0]! + r.counts[1]!, 64 * 3)
 })
 
-rootTest('200 open/close cycles with a pending read leave no fd behind', async (t) => {
-  const r = await withNetns((ns) => ns.runFixture<{ before: number; after: number; cycles: number }>('fdleak', ['200'], { timeoutMs: 120_000 }))
+rootTest('200 open/close cycles with a pending read leave no fd behind; await using and GC close too', async (t) => {
+  const r = await withNetns((ns) =>
+    ns.runFixture<{ before: number; after: number; afterUsing: number; disposedGone: boolean; afterGc: number; leakedNames: string[]; cycles: number; distinctNames: number }>(
+      'fdleak',
+      ['200'],
+      { timeoutMs: 120_000, nodeFlags: ['--expose-gc'] },
+    ),
+  )
   t.is(r.cycles, 200)
   t.is(r.after, r.before)
+  t.is(r.afterUsing, r.before, 'await using closed the device')
+  t.true(r.disposedGone)
+  t.is(r.afterGc, r.before, 'unreferenced devices were closed by the GC')
+  t.deepEqual(r.leakedNames, [])
 })
 
 interface Snap { mtu: number; up: boolean; addresses: string[]; routes: string[]; mtuProperty?: number }

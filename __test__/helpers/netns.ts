@@ -62,9 +62,9 @@ export class Netns {
    * and returns the JSON it prints on its last line of stdout. Rejects on a
    * non-zero exit, with the fixture's stderr.
    */
-  runFixture<T>(fixture: string, args: string[] = [], opts: { uid?: number; gid?: number; openTun?: boolean; timeoutMs?: number } = {}): Promise<T> {
+  runFixture<T>(fixture: string, args: string[] = [], opts: { uid?: number; gid?: number; timeoutMs?: number; nodeFlags?: string[] } = {}): Promise<T> {
     const script = path.join(FIXTURES, `${fixture}.ts`)
-    const nodeArgs = ['--import', 'tsx', script, ...args]
+    const nodeArgs = [...(opts.nodeFlags ?? []), '--import', 'tsx', script, ...args]
     let argv: string[]
     if (opts.uid !== undefined) {
       // An unprivileged process: its own mount namespace (from `ip netns exec`)
