@@ -1,0 +1,67 @@
+// The relay: two namespaces joined by two tun devices and a relay built on this
+// library (`batches()` of one side into `writeBatch` of the other).
+import { rootTest, Netns, withNetns } from './helpers/netns.js'
+
+interface Stats { rxPackets: number; rxReads: number; rxDropped: number; txPackets: number; txWrites: number }
+interface TcpResult { sentBytes: number; sentSha256: string; bytes: number; sha256: string; offload: { a: { tcp: boolean; udp: boolean } }; statsA: Stats; statsB: Stats }
+interface UdpResult { sent: number; datagrams: number; bad: number; distinct: number; offload: { a: { tcp: boolean; udp: boolean } }; statsA: Stats; statsB: Stats }
+
+const MB100 = String(100 * 1000 * 1000)
+
+async function relay<T>(args: string[]): Promise<T> {
+  return withNetns(async (a) => {
+    const b = await Netns.create()
+    try {
+      return await a.runFixture<T>('relay', [b.name, ...args], { timeoutMs: 240_000 })
+    } finally {
+      await b.destroy()
+    }
+  })
+}
+
+for (const family of ['4', '6']) {
+  rootTest(`relay with offload: 100 MB of TCP over IPv${family} arrive byte-identical, >= 5 packets per read and per write`, async (t) => {
+    const r = await relay<TcpResult>(['tcp', family, MB100, 'on'])
+    t.is(r.bytes, r.sentBytes)
+    t.is(r.sha256, r.sentSha256)
+    t.true(r.offload.a.tcp, 'TSO accepted')
+    const perRead = r.statsA.rxPackets / r.statsA.rxReads
+    const perWrite = r.statsB.txPackets / r.statsB.txWrites
+    t.log(`IPv${family}: ${perRead.toFixed(1)} packets per read, ${perWrite.toFixed(1)} packets per write`)
+    t.true(perRead >= 5, `packets per read ${perRead}`)
+    t.true(perWrite >= 5, `packets per write ${perWrite}`)
+    t.is(r.statsA.rxDropped, 0)
+  })
+}
+
+for (const family of ['4', '6']) {
+  rootTest(`relay with offload: UDP datagrams sent with UDP_SEGMENT over IPv${family} arrive intact and complete`, async (t) => {
+    const r = await relay<UdpResult>(['udp', family, '4000', 'on'])
+    t.is(r.sent, 4000)
+    t.is(r.datagrams, 4000)
+    t.is(r.distinct, 4000)
+    t.is(r.bad, 0)
+    t.is(r.statsA.rxDropped, 0)
+    if (r.offload.a.udp) {
+      const perRead = r.statsA.rxPackets / r.statsA.rxReads
+      t.log(`USO on: ${perRead.toFixed(1)} datagrams per read`)
+      t.true(perRead >= 5, `datagrams per read ${perRead}`)
+    }
+  })
+}
+
+rootTest('relay with offload: false: 100 MB of TCP arrive byte-identical, one packet per system call', async (t) => {
+  const r = await relay<TcpResult>(['tcp', '4', MB100, 'off'])
+  t.is(r.bytes, r.sentBytes)
+  t.is(r.sha256, r.sentSha256)
+  t.false(r.offload.a.tcp)
+  t.is(r.statsA.rxPackets, r.statsA.rxReads)
+  t.is(r.statsB.txPackets, r.statsB.txWrites)
+})
+
+rootTest('relay with offload: false: UDP_SEGMENT datagrams arrive intact and complete', async (t) => {
+  const r = await relay<UdpResult>(['udp', '4', '2000', 'off'])
+  t.is(r.datagrams, 2000)
+  t.is(r.distinct, 2000)
+  t.is(r.bad, 0)
+})
