@@ -10,6 +10,8 @@
 import * as binding from '../native/index.js'
 import type { NativeTun } from '../native/index.js'
 import { TunError, closedError, fromNative, native, nativeAsync } from './errors.js'
+import { createReadStream, createWriteStream } from './streams.js'
+import type { Readable, Writable } from 'node:stream'
 import {
   checkBool,
   checkCidrs,
@@ -23,6 +25,7 @@ import {
 } from './validate.js'
 
 export { TunError } from './errors.js'
+export { PacketSplitter } from './streams.js'
 
 /** Options of {@link Tun.open}. Every option is checked before anything is created. */
 export interface TunOptions {
@@ -376,6 +379,25 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     } finally {
       release()
     }
+  }
+
+  /**
+   * A Readable of concatenated IP packets (one chunk per batch, no copy).
+   * Destroying the stream stops reading; the device stays open.
+   */
+  createReadStream(): Readable {
+    this.#assertOpen()
+    return createReadStream(this)
+  }
+
+  /**
+   * A Writable that takes concatenated IP packets in any chunking (a packet
+   * may span chunks). Bytes that are not an IP packet fail the stream with
+   * `ERR_TUN_INVALID_PACKET`; no part of a packet is ever written.
+   */
+  createWriteStream(): Writable {
+    this.#assertOpen()
+    return createWriteStream(this)
   }
 
   /** Sets the MTU (68 to 65535). */

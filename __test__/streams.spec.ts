@@ -1,0 +1,64 @@
+// The stream splitter: pure code, no root.
+import test from 'ava'
+import { PacketSplitter } from '../ts/streams.js'
+import { udp4, udp6 } from './helpers/packets.js'
+
+function packets(): Buffer[] {
+  const out: Buffer[] = []
+  for (let i = 0; i < 12; i++) {
+    const payload = Buffer.alloc((i * 97) % 1400, i)
+    out.push(i % 3 === 2 ? udp6('2001:db8::1', '2001:db8::2', 1000 + i, 53, payload) : udp4('198.18.0.1', '198.18.0.2', 1000 + i, 53, payload))
+  }
+  return out
+}
+
+test('any chunking of concatenated packets gives back the same packets', (t) => {
+  const pkts = packets()
+  const stream = Buffer.concat(pkts)
+  // Chunk sizes 1, 2, 3, 7, 19, 20, 39, 40, 41, 1000, whole, and a pseudo-random mix.
+  const plans: number[][] = [1, 2, 3, 7, 19, 20, 39, 40, 41, 1000, stream.length].map((n) => [n])
+  let seed = 7
+  plans.push(Array.from({ length: 200 }, () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 300) + 1))
+  for (const plan of plans) {
+    const s = new PacketSplitter()
+    const got: Buffer[] = []
+    let pos = 0
+    for (let k = 0; pos < stream.length; k++) {
+      const n = plan[k % plan.length]!
+      const chunk = Buffer.from(stream.subarray(pos, pos + n)) // a fresh copy, as a socket gives
+      pos += n
+      const r = s.push(chunk)
+      t.is(r.error, undefined)
+      got.push(...r.packets.map((p) => Buffer.from(p)))
+    }
+    t.is(s.pending, 0, `plan ${plan.slice(0, 3)}`)
+    t.deepEqual(got, pkts, `plan ${plan.slice(0, 3)}`)
+  }
+})
+
+test('bytes that are not an IP packet are an error with a code; the whole packets before them are kept', (t) => {
+  const pkts = packets().slice(0, 2)
+  const s = new PacketSplitter()
+  const r = s.push(Buffer.concat([...pkts, Buffer.from([0x00, 1, 2, 3, 4, 5, 6, 7])]))
+  t.deepEqual(r.packets, pkts)
+  t.is(r.error?.code, 'ERR_TUN_INVALID_PACKET')
+  t.regex(r.error!.message, /not an IP packet/)
+})
+
+test('an IPv4 header with a bad length is an error, not a hang', (t) => {
+  const bad = Buffer.from(packets()[0]!)
+  bad[0] = 0x44 // IHL 16 bytes
+  t.is(new PacketSplitter().push(bad).error?.code, 'ERR_TUN_INVALID_PACKET')
+  const short = Buffer.from(packets()[0]!)
+  short.writeUInt16BE(10, 2) // total length below the header
+  t.is(new PacketSplitter().push(short).error?.code, 'ERR_TUN_INVALID_PACKET')
+})
+
+test('a partial packet is held, not returned', (t) => {
+  const p = packets()[1]!
+  const s = new PacketSplitter()
+  t.deepEqual(s.push(p.subarray(0, 30)).packets, [])
+  t.is(s.pending, 30)
+  t.deepEqual(s.push(p.subarray(30)).packets, [p])
+  t.is(s.pending, 0)
+})

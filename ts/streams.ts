@@ -1,0 +1,138 @@
+import { Readable, Writable } from 'node:stream'
+import { TunError } from './errors.js'
+import { ipPacketLength } from './validate.js'
+
+/** The largest IP packet (IPv4 total length and IPv6 payload length are 16-bit; jumbograms are not carried). */
+const MAX_IP_PACKET = 65535 + 40
+
+/**
+ * Cuts a byte stream of concatenated IP packets, in any chunking, into whole
+ * packets. A packet that spans chunks is held until it is complete. Packets
+ * that lie inside one chunk are returned as views on it (no copy).
+ */
+export class PacketSplitter {
+  #held: Buffer[] = []
+  #heldBytes = 0
+
+  /** Bytes held back: the start of a packet that is not complete yet. */
+  get pending(): number {
+    return this.#heldBytes
+  }
+
+  /**
+   * Adds a chunk; returns the packets completed by it, in order. When the
+   * stream holds bytes that are not an IP packet, `error` says why and
+   * `packets` holds the whole packets that came before them.
+   */
+  push(chunk: Uint8Array): { packets: Buffer[]; error?: TunError } {
+    let buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    if (this.#heldBytes > 0) {
+      buf = Buffer.concat([...this.#held, buf])
+      this.#held = []
+      this.#heldBytes = 0
+    }
+    const packets: Buffer[] = []
+    let pos = 0
+    while (pos < buf.length) {
+      const rest = buf.subarray(pos)
+      const len = ipPacketLength(rest)
+      if (typeof len === 'string') {
+        // Too short to tell yet, or not an IP packet at all.
+        if (/needs \d+ bytes/.test(len)) break
+        return { packets, error: new TunError(`byte ${pos} of the stream is not an IP packet: ${len}`, 'ERR_TUN_INVALID_PACKET') }
+      }
+      if (len > MAX_IP_PACKET) {
+        return { packets, error: new TunError(`packet length ${len} at byte ${pos} is too large`, 'ERR_TUN_INVALID_PACKET') }
+      }
+      if (rest.length < len) break
+      packets.push(rest.subarray(0, len))
+      pos += len
+    }
+    if (pos < buf.length) {
+      // Keep a copy: the caller may reuse its chunk.
+      const tail = Buffer.from(buf.subarray(pos))
+      this.#held.push(tail)
+      this.#heldBytes += tail.length
+    }
+    return { packets }
+  }
+}
+
+/** What the streams need of a device. */
+export interface PacketDevice {
+  batches(options?: { signal?: AbortSignal }): AsyncGenerator<Buffer[], void, undefined>
+  writeBatch(packets: readonly Uint8Array[]): Promise<void>
+}
+
+/**
+ * A Readable of concatenated IP packets: each chunk is one batch, a single
+ * view on the memory the packets were read into (no copy).
+ */
+export function createReadStream(dev: PacketDevice): Readable {
+  const ac = new AbortController()
+  let it: AsyncGenerator<Buffer[], void, undefined> | undefined
+  return new Readable({
+    highWaterMark: 4 << 20,
+    async read() {
+      try {
+        it ??= dev.batches({ signal: ac.signal })
+        const r = await it.next()
+        if (r.done) {
+          this.push(null)
+          return
+        }
+        const batch = r.value
+        const first = batch[0]!
+        const last = batch[batch.length - 1]!
+        // Packets of one batch lie end to end in one buffer.
+        const contiguous = first.buffer === last.buffer && batch.every((p, i) => i === 0 || p.byteOffset === batch[i - 1]!.byteOffset + batch[i - 1]!.length)
+        this.push(contiguous ? Buffer.from(first.buffer, first.byteOffset, last.byteOffset + last.length - first.byteOffset) : Buffer.concat(batch))
+      } catch (e) {
+        if ((e as Error).name === 'AbortError') this.push(null)
+        else this.destroy(e as Error)
+      }
+    },
+    destroy(err, cb) {
+      ac.abort()
+      cb(err)
+    },
+  })
+}
+
+/**
+ * A Writable that takes concatenated IP packets in any chunking. Whole packets
+ * are written with `writeBatch` (coalesced where the device can); a packet
+ * split across chunks waits for its end. Bytes that are not an IP packet fail
+ * the stream with `ERR_TUN_INVALID_PACKET`; the packets before them are
+ * written, no part of a packet ever is. Ending the stream in the middle of a
+ * packet fails it the same way.
+ */
+export function createWriteStream(dev: PacketDevice): Writable {
+  const splitter = new PacketSplitter()
+  const writeChunks = async (chunks: Uint8Array[]): Promise<void> => {
+    const all: Buffer[] = []
+    for (const c of chunks) {
+      const { packets, error } = splitter.push(c)
+      all.push(...packets)
+      if (error) {
+        if (all.length > 0) await dev.writeBatch(all)
+        throw error
+      }
+    }
+    if (all.length > 0) await dev.writeBatch(all)
+  }
+  return new Writable({
+    highWaterMark: 1 << 20,
+    write(chunk: Buffer, _enc, cb) {
+      writeChunks([chunk]).then(() => cb(), cb)
+    },
+    writev(chunks, cb) {
+      writeChunks(chunks.map((c) => c.chunk as Buffer)).then(() => cb(), cb)
+    },
+    final(cb) {
+      if (splitter.pending > 0) {
+        cb(new TunError(`the stream ended inside a packet (${splitter.pending} bytes held)`, 'ERR_TUN_INVALID_PACKET'))
+      } else cb()
+    },
+  })
+}
