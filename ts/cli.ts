@@ -1,11 +1,24 @@
 #!/usr/bin/env node
 // The `tunnel-gso` command.
+import { parseArgs } from 'node:util'
 import { Tun } from './index.js'
+import { parseEndpoint, runVpn } from './vpn.js'
 
 const USAGE = `usage: tunnel-gso <command>
 
 commands:
   info     what this kernel supports (tun, vnet header, TCP/UDP offload)
+  vpn server --listen HOST:PORT --address CIDR [options]
+  vpn client --connect HOST:PORT --address CIDR [options]
+           a point-to-point VPN over TCP. Options:
+             --mtu N            device MTU
+             --routes CIDR,...  more destinations routed through the tunnel
+             --name NAME        device name or pattern (default tun%d)
+             --no-offload       one packet per system call
+             --wire raw|gso     raw: IP packets back to back, the Go package's
+                                example protocol (no handshake, no framing)
+             --tls-cert F --tls-key F --tls-ca F
+                                mutual TLS; without them the tunnel is plaintext
 `
 
 function info(): number {
@@ -23,11 +36,72 @@ function info(): number {
   return 0
 }
 
-function main(argv: string[]): number {
+async function vpn(argv: string[]): Promise<number> {
+  const [role, ...rest] = argv
+  if (role !== 'server' && role !== 'client') {
+    process.stderr.write(`tunnel-gso vpn: say server or client\n${USAGE}`)
+    return 2
+  }
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      listen: { type: 'string' },
+      connect: { type: 'string' },
+      address: { type: 'string' },
+      routes: { type: 'string' },
+      mtu: { type: 'string' },
+      name: { type: 'string' },
+      'no-offload': { type: 'boolean' },
+      wire: { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'tls-ca': { type: 'string' },
+    },
+    strict: true,
+  })
+  const endpoint = role === 'server' ? values.listen : values.connect
+  if (!endpoint) throw new Error(role === 'server' ? '--listen HOST:PORT is required' : '--connect HOST:PORT is required')
+  if (!values.address) throw new Error('--address CIDR is required')
+  const wire = values.wire ?? 'raw'
+  if (wire !== 'raw' && wire !== 'gso') throw new Error(`--wire must be raw or gso, not ${wire}`)
+  const tlsFiles = [values['tls-cert'], values['tls-key'], values['tls-ca']]
+  if (tlsFiles.some(Boolean) && !tlsFiles.every(Boolean)) throw new Error('TLS needs all of --tls-cert, --tls-key and --tls-ca')
+  const ac = new AbortController()
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      log(`vpn: ${sig}: shutting down`)
+      ac.abort()
+    })
+  }
+  await runVpn(
+    {
+      role,
+      endpoint: parseEndpoint(endpoint),
+      address: values.address,
+      routes: values.routes ? values.routes.split(',').filter(Boolean) : [],
+      mtu: values.mtu === undefined ? undefined : Number(values.mtu),
+      name: values.name,
+      offload: !values['no-offload'],
+      wire,
+      tls: tlsFiles.every(Boolean) ? { cert: tlsFiles[0]!, key: tlsFiles[1]!, ca: tlsFiles[2]! } : undefined,
+      log,
+    },
+    ac.signal,
+  )
+  return 0
+}
+
+function log(msg: string): void {
+  process.stderr.write(`${new Date().toISOString()} ${msg}\n`)
+}
+
+async function main(argv: string[]): Promise<number> {
   const [cmd] = argv
   switch (cmd) {
     case 'info':
       return info()
+    case 'vpn':
+      return vpn(argv.slice(1))
     case undefined:
     case '-h':
     case '--help':
@@ -40,4 +114,13 @@ function main(argv: string[]): number {
   }
 }
 
-process.exitCode = main(process.argv.slice(2))
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (e: unknown) => {
+    const err = e as Error & { code?: string }
+    process.stderr.write(`tunnel-gso: ${err.message}${err.code ? ` (${err.code})` : ''}\n`)
+    process.exitCode = 1
+  },
+)

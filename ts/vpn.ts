@@ -1,0 +1,181 @@
+// `tunnel-gso vpn`: a point-to-point VPN over TCP, written on the public API.
+import * as net from 'node:net'
+import * as tls from 'node:tls'
+import { readFileSync } from 'node:fs'
+import { once } from 'node:events'
+import { Tun } from './index.js'
+import { PacketSplitter } from './streams.js'
+
+export interface VpnOptions {
+  role: 'server' | 'client'
+  /** HOST:PORT to listen on (server) or connect to (client). */
+  endpoint: { host: string; port: number }
+  address: string
+  routes: string[]
+  mtu?: number
+  offload: boolean
+  wire: 'raw' | 'gso'
+  tls?: { cert: string; key: string; ca: string }
+  name?: string
+  log: (msg: string) => void
+}
+
+/** Parses `HOST:PORT`, `[v6]:PORT`. */
+export function parseEndpoint(s: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:]+):(\d+)$/.exec(s)
+  if (!m) throw new Error(`${JSON.stringify(s)} is not HOST:PORT`)
+  const port = Number(m[2])
+  if (port < 1 || port > 65535) throw new Error(`port ${port} is out of range`)
+  return { host: m[1]!, port }
+}
+
+type Conn = net.Socket | tls.TLSSocket
+
+function peerName(s: Conn): string {
+  return `${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}`
+}
+
+/**
+ * Moves packets between the device and one connection until either side ends.
+ * Raw wire: IP packets back to back, no framing (the Go package's protocol).
+ * Resolves with the reason the connection ended.
+ */
+async function pump(tun: Tun, sock: Conn, log: (m: string) => void): Promise<string> {
+  const ac = new AbortController()
+  const who = peerName(sock)
+  sock.setNoDelay(true)
+  // Device -> socket: one socket write per batch, waiting for drain (no unbounded buffering).
+  const out = (async () => {
+    try {
+      for await (const batch of tun.batches({ signal: ac.signal })) {
+        if (sock.destroyed) return 'socket closed'
+        const first = batch[0]!
+        const last = batch[batch.length - 1]!
+        const contiguous = first.buffer === last.buffer
+        const chunk = contiguous ? Buffer.from(first.buffer, first.byteOffset, last.byteOffset + last.length - first.byteOffset) : Buffer.concat(batch)
+        if (!sock.write(chunk)) {
+          await Promise.race([once(sock, 'drain'), once(sock, 'close')])
+        }
+      }
+      return 'device closed'
+    } catch (e) {
+      if ((e as Error).name === 'AbortError') return 'connection ended'
+      throw e
+    }
+  })()
+  // Socket -> device: the async iterator pauses the socket while a write is pending.
+  const inbound = (async () => {
+    const splitter = new PacketSplitter()
+    try {
+      for await (const chunk of sock as AsyncIterable<Buffer>) {
+        const { packets, error } = splitter.push(chunk)
+        if (packets.length > 0) await tun.writeBatch(packets)
+        if (error) {
+          log(`vpn: ${who}: dropping connection: ${error.message}`)
+          return `garbage from peer: ${error.message}`
+        }
+      }
+      return 'peer closed the connection'
+    } catch (e) {
+      return `connection error: ${(e as Error).message}`
+    }
+  })()
+  const reason = await Promise.race([out, inbound])
+  ac.abort()
+  sock.destroy()
+  await Promise.allSettled([out, inbound])
+  return reason
+}
+
+/** Runs the VPN until `signal` aborts. */
+export async function runVpn(o: VpnOptions, signal: AbortSignal): Promise<void> {
+  if (o.wire !== 'raw') throw new Error(`--wire ${o.wire} is not available yet in this build; use --wire raw`)
+  const tun = await Tun.open({ name: o.name, addresses: [o.address], routes: o.routes, mtu: o.mtu, offload: o.offload })
+  o.log(`vpn: ${o.role}: device ${tun.name} up with ${o.address}, mtu ${tun.mtu}, offload tcp=${tun.offload.tcp} udp=${tun.offload.udp}, wire ${o.wire}${o.tls ? ', TLS' : ', plaintext'}`)
+  const tlsCtx = o.tls && {
+    cert: readFileSync(o.tls.cert),
+    key: readFileSync(o.tls.key),
+    ca: readFileSync(o.tls.ca),
+  }
+  try {
+    if (o.role === 'server') await serve(tun, o, tlsCtx, signal)
+    else await connectLoop(tun, o, tlsCtx, signal)
+  } finally {
+    await tun.close()
+  }
+}
+
+async function serve(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions | undefined, signal: AbortSignal): Promise<void> {
+  let active: { sock: Conn; done: Promise<string> } | undefined
+  const onConn = (sock: Conn) => {
+    const who = peerName(sock)
+    sock.on('error', () => {})
+    if (active) {
+      // The newest client wins: a reconnecting client replaces its stale connection.
+      o.log(`vpn: ${peerName(active.sock)}: replaced by a new connection from ${who}`)
+      active.sock.destroy()
+    }
+    o.log(`vpn: ${who}: connected`)
+    const start = async () => {
+      if (active) await active.done.catch(() => {})
+      const done = pump(tun, sock, o.log)
+      const me = { sock, done }
+      active = me
+      const reason = await done.catch((e: Error) => `error: ${e.message}`)
+      o.log(`vpn: ${who}: disconnected (${reason})`)
+      if (active === me) active = undefined
+    }
+    void start()
+  }
+  const server = tlsCtx
+    ? tls.createServer({ ...tlsCtx, requestCert: true, rejectUnauthorized: true }, onConn)
+    : net.createServer(onConn)
+  if (tlsCtx) {
+    server.on('tlsClientError', (err: Error, s: tls.TLSSocket) => {
+      o.log(`vpn: ${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}: TLS handshake refused: ${err.message}`)
+    })
+  }
+  server.listen(o.endpoint.port, o.endpoint.host)
+  await once(server, 'listening')
+  o.log(`vpn: listening on ${o.endpoint.host}:${o.endpoint.port}`)
+  await new Promise<void>((resolve) => {
+    if (signal.aborted) resolve()
+    signal.addEventListener('abort', () => resolve(), { once: true })
+  })
+  server.close()
+  active?.sock.destroy()
+  await active?.done.catch(() => {})
+}
+
+async function connectLoop(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions | undefined, signal: AbortSignal): Promise<void> {
+  let backoff = 250
+  while (!signal.aborted) {
+    const sock: Conn = tlsCtx
+      ? tls.connect({ ...tlsCtx, host: o.endpoint.host, port: o.endpoint.port, checkServerIdentity: () => undefined })
+      : net.connect({ host: o.endpoint.host, port: o.endpoint.port })
+    let lastError: Error | undefined
+    sock.on('error', (e: Error) => (lastError = e))
+    const abort = () => sock.destroy()
+    signal.addEventListener('abort', abort, { once: true })
+    try {
+      await Promise.race([
+        once(sock, tlsCtx ? 'secureConnect' : 'connect'),
+        once(sock, 'close').then(() => {
+          throw lastError ?? new Error('connection closed')
+        }),
+      ])
+      o.log(`vpn: connected to ${o.endpoint.host}:${o.endpoint.port}`)
+      backoff = 250
+      const reason = await pump(tun, sock, o.log)
+      o.log(`vpn: disconnected (${reason})`)
+    } catch (e) {
+      o.log(`vpn: cannot connect to ${o.endpoint.host}:${o.endpoint.port}: ${(e as Error).message}; retrying in ${backoff} ms`)
+    } finally {
+      signal.removeEventListener('abort', abort)
+      sock.destroy()
+    }
+    if (signal.aborted) break
+    await new Promise((r) => setTimeout(r, backoff))
+    backoff = Math.min(backoff * 2, 10_000)
+  }
+}
