@@ -8,8 +8,8 @@ const USAGE = `usage: tunnel-gso <command>
 
 commands:
   info     what this kernel supports (tun, vnet header, TCP/UDP offload)
-  vpn server --listen HOST:PORT --address CIDR [options]
-  vpn client --connect HOST:PORT --address CIDR [options]
+  vpn server --listen HOST:PORT --address CIDR[,CIDR] [options]
+  vpn client --connect HOST:PORT --address CIDR[,CIDR] [options]
            a point-to-point VPN over TCP. Options:
              --mtu N            device MTU
              --routes CIDR,...  more destinations routed through the tunnel
@@ -77,7 +77,7 @@ async function vpn(argv: string[]): Promise<number> {
     {
       role,
       endpoint: parseEndpoint(endpoint),
-      address: values.address,
+      addresses: values.address.split(',').filter(Boolean),
       routes: values.routes ? values.routes.split(',').filter(Boolean) : [],
       mtu: values.mtu === undefined ? undefined : Number(values.mtu),
       name: values.name,

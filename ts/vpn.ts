@@ -10,7 +10,8 @@ export interface VpnOptions {
   role: 'server' | 'client'
   /** HOST:PORT to listen on (server) or connect to (client). */
   endpoint: { host: string; port: number }
-  address: string
+  /** Addresses of the device (CIDR), IPv4 and/or IPv6. */
+  addresses: string[]
   routes: string[]
   mtu?: number
   offload: boolean
@@ -90,8 +91,8 @@ async function pump(tun: Tun, sock: Conn, log: (m: string) => void): Promise<str
 /** Runs the VPN until `signal` aborts. */
 export async function runVpn(o: VpnOptions, signal: AbortSignal): Promise<void> {
   if (o.wire !== 'raw') throw new Error(`--wire ${o.wire} is not available yet in this build; use --wire raw`)
-  const tun = await Tun.open({ name: o.name, addresses: [o.address], routes: o.routes, mtu: o.mtu, offload: o.offload })
-  o.log(`vpn: ${o.role}: device ${tun.name} up with ${o.address}, mtu ${tun.mtu}, offload tcp=${tun.offload.tcp} udp=${tun.offload.udp}, wire ${o.wire}${o.tls ? ', TLS' : ', plaintext'}`)
+  const tun = await Tun.open({ name: o.name, addresses: o.addresses, routes: o.routes, mtu: o.mtu, offload: o.offload })
+  o.log(`vpn: ${o.role}: device ${tun.name} up with ${o.addresses.join(', ')}, mtu ${tun.mtu}, offload tcp=${tun.offload.tcp} udp=${tun.offload.udp}, wire ${o.wire}${o.tls ? ', TLS' : ', plaintext'}`)
   const tlsCtx = o.tls && {
     cert: readFileSync(o.tls.cert),
     key: readFileSync(o.tls.key),

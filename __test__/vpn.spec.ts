@@ -1,0 +1,147 @@
+// The `tunnel-gso vpn` CLI between two namespaces joined by a veth pair.
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import * as net from 'node:net'
+import * as path from 'node:path'
+import type { ExecutionContext } from 'ava'
+import { FIXTURES, Netns, rootTest } from './helpers/netns.js'
+import { CLI, Proc, underlay } from './helpers/procs.js'
+
+const SERVER = ['198.18.200.1/24', '2001:db8:200::1/64']
+const CLIENT = ['198.18.200.2/24', '2001:db8:200::2/64']
+
+async function ping(ns: Netns, addr: string): Promise<number> {
+  const out = await ns.exec('ping', ['-n', '-c', '3', '-i', '0.2', '-W', '2', ...(addr.includes(':') ? ['-6'] : []), addr]).catch((e: { stdout?: string }) => e.stdout ?? '')
+  return Number(/(\d+) received/.exec(out)?.[1] ?? 0)
+}
+
+async function transfer(t: ExecutionContext, from: Netns, to: Netns, host: string, bytes: number): Promise<void> {
+  const port = String(5300 + Math.floor(Math.random() * 100))
+  const sink = new Proc(to, [process.execPath, '--import', 'tsx', path.join(FIXTURES, 'sink.ts'), 'tcp', host, port])
+  await sink.waitFor(/listening/)
+  const sent = JSON.parse(await from.exec(process.execPath, ['--import', 'tsx', path.join(FIXTURES, 'tcpsend.ts'), host, port, String(bytes)])) as { bytes: number; sha256: string }
+  await sink.exited
+  const got = JSON.parse(sink.out.trim().split('\n').filter((l) => l.startsWith('{')).pop()!) as { bytes: number; sha256: string }
+  t.is(got.bytes, bytes, `bytes to ${host}`)
+  t.is(got.sha256, sent.sha256, `sha256 to ${host}`)
+}
+
+function certs(): { dir: string; ca: string; cert: string; key: string; otherCa: string; otherCert: string; otherKey: string } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'tgso-tls-'))
+  const o = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' })
+  for (const p of ['', 'other-']) {
+    o('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${p}ca.key`, '-out', `${p}ca.pem`, '-days', '2', '-subj', `/CN=${p}test ca`)
+    o('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${p}peer.key`, '-out', `${p}peer.csr`, '-subj', `/CN=${p}peer`)
+    writeFileSync(path.join(dir, 'ext.cnf'), 'basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n')
+    o('x509', '-req', '-in', `${p}peer.csr`, '-CA', `${p}ca.pem`, '-CAkey', `${p}ca.key`, '-CAcreateserial', '-out', `${p}peer.pem`, '-days', '2', '-extfile', 'ext.cnf')
+  }
+  const f = (n: string) => path.join(dir, n)
+  return { dir, ca: f('ca.pem'), cert: f('peer.pem'), key: f('peer.key'), otherCa: f('other-ca.pem'), otherCert: f('other-peer.pem'), otherKey: f('other-peer.key') }
+}
+
+for (const mode of ['raw', 'raw+tls'] as const) {
+  rootTest(`vpn (${mode} wire): ping both ways over IPv4 and IPv6, 50 MB of TCP intact both ways`, async (t) => {
+    const u = await underlay()
+    const c = mode === 'raw+tls' ? certs() : undefined
+    const tlsArgs = (x: typeof c) => (x ? ['--tls-cert', x.cert, '--tls-key', x.key, '--tls-ca', x.ca] : [])
+    const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER.join(','), '--wire', 'raw', ...tlsArgs(c)])
+    let client: Proc | undefined
+    try {
+      await server.waitFor(/listening on/)
+      client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT.join(','), '--wire', 'raw', ...tlsArgs(c)])
+      await client.waitFor(/connected to/)
+      t.is(await ping(u.c, '198.18.200.1'), 3, 'client -> server IPv4')
+      t.is(await ping(u.s, '198.18.200.2'), 3, 'server -> client IPv4')
+      t.is(await ping(u.c, '2001:db8:200::1'), 3, 'client -> server IPv6')
+      t.is(await ping(u.s, '2001:db8:200::2'), 3, 'server -> client IPv6')
+      await transfer(t, u.c, u.s, '198.18.200.1', 50e6)
+      await transfer(t, u.s, u.c, '2001:db8:200::2', 50e6)
+      t.is(await client.stop(), 0, 'client exits cleanly on SIGTERM')
+      t.is(await server.stop(), 0, 'server exits cleanly on SIGTERM')
+      t.regex(server.out, /SIGTERM: shutting down/)
+    } finally {
+      await client?.stop()
+      await server.stop()
+      await u.destroy()
+      if (c) rmSync(c.dir, { recursive: true, force: true })
+    }
+  })
+}
+
+rootTest('vpn: a client with a certificate from another CA is refused; the server keeps serving', async (t) => {
+  const u = await underlay()
+  const c = certs()
+  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--tls-cert', c.cert, '--tls-key', c.key, '--tls-ca', c.ca])
+  const procs: Proc[] = [server]
+  try {
+    await server.waitFor(/listening on/)
+    const bad = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--tls-cert', c.otherCert, '--tls-key', c.otherKey, '--tls-ca', c.otherCa])
+    procs.push(bad)
+    await bad.waitFor(/cannot connect/)
+    await server.waitFor(/TLS handshake refused/)
+    t.notRegex(bad.out, /connected to/)
+    await bad.stop()
+    const good = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--tls-cert', c.cert, '--tls-key', c.key, '--tls-ca', c.ca])
+    procs.push(good)
+    await good.waitFor(/connected to/)
+    t.is(await ping(u.c, '198.18.200.1'), 3)
+  } finally {
+    for (const p of procs) await p.stop()
+    await u.destroy()
+    rmSync(c.dir, { recursive: true, force: true })
+  }
+})
+
+rootTest('vpn: garbage on the socket drops that connection only; the next client is served', async (t) => {
+  const u = await underlay()
+  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!])
+  let client: Proc | undefined
+  try {
+    await server.waitFor(/listening on/)
+    // A peer in the client namespace that sends random bytes (first byte not 4 or 6).
+    const junk = await u.c.exec(process.execPath, ['--import', 'tsx', path.join(FIXTURES, 'junk.ts'), '198.18.100.1', '7000'])
+    t.regex(junk, /closed by server/)
+    await server.waitFor(/dropping connection: .*not an IP packet/)
+    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!])
+    await client.waitFor(/connected to/)
+    t.is(await ping(u.c, '198.18.200.1'), 3)
+    t.is(server.child.exitCode, null, 'server still running')
+  } finally {
+    await client?.stop()
+    await server.stop()
+    await u.destroy()
+  }
+})
+
+rootTest('vpn (raw wire) interoperates with an independent implementation of the raw protocol: ping, TCP and UDP both ways', async (t) => {
+  const u = await underlay()
+  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--wire', 'raw'])
+  let peer: Proc | undefined
+  try {
+    await server.waitFor(/listening on/)
+    peer = new Proc(u.c, ['python3', path.join(FIXTURES, 'rawpeer.py'), '198.18.100.1', '7000', 'rawp0', CLIENT[0]!])
+    await peer.waitFor(/ready/)
+    await server.waitFor(/connected/)
+    t.is(await ping(u.c, '198.18.200.1'), 3, 'peer -> server')
+    t.is(await ping(u.s, '198.18.200.2'), 3, 'server -> peer')
+    await transfer(t, u.c, u.s, '198.18.200.1', 5e6)
+    await transfer(t, u.s, u.c, '198.18.200.2', 5e6)
+    // UDP both ways.
+    for (const [from, to, host] of [[u.c, u.s, '198.18.200.1'], [u.s, u.c, '198.18.200.2']] as const) {
+      const sink = new Proc(to, [process.execPath, '--import', 'tsx', path.join(FIXTURES, 'sink.ts'), 'udp', host, '5400', '200'])
+      await sink.waitFor(/listening/)
+      await from.exec('python3', [path.join(FIXTURES, 'udp_gso_send.py'), '4', host, '5400', '200', '1000', '1'])
+      await sink.exited
+      const r = JSON.parse(sink.out.trim().split('\n').filter((l) => l.startsWith('{')).pop()!) as { datagrams: number; bad: number }
+      t.is(r.datagrams, 200, `UDP to ${host}`)
+      t.is(r.bad, 0)
+    }
+  } finally {
+    await peer?.stop()
+    await server.stop()
+    await u.destroy()
+  }
+})
+
+export { net }
