@@ -145,3 +145,32 @@ rootTest('vpn (raw wire) interoperates with an independent implementation of the
 })
 
 export { net }
+
+function leftovers(pid: number): { ns: string[]; procs: string[]; links: string[] } {
+  const ns = execFileSync('ip', ['netns', 'list']).toString().split('\n').filter((l) => l.startsWith(`tgso-demo-${pid}-`))
+  const procs = execFileSync('ps', ['-eo', 'pid,args']).toString().split('\n').filter((l) => /cli\.(ts|js) (vpn|_sink|_send)/.test(l) && l.includes('198.18.0.'))
+  const links = execFileSync('ip', ['-o', 'link', 'show']).toString().split('\n').filter((l) => l.includes('tgsodemo'))
+  return { ns, procs, links }
+}
+
+rootTest('tunnel-gso demo runs to completion and leaves no namespace, link or process behind', async (t) => {
+  const demo = new Proc(null, [...CLI, 'demo', '--seconds', '1'])
+  const code = await demo.exited
+  t.is(code, 0, demo.out)
+  t.regex(demo.out, /Gbit\/s/)
+  t.regex(demo.out, /offload \/ no offload throughput/)
+  const pid = demo.child.pid!
+  await new Promise((r) => setTimeout(r, 300))
+  t.deepEqual(leftovers(pid), { ns: [], procs: [], links: [] })
+})
+
+rootTest('tunnel-gso demo cleans up on Ctrl-C', async (t) => {
+  const demo = new Proc(null, [...CLI, 'demo', '--seconds', '20'])
+  await demo.waitFor(/running/)
+  await new Promise((r) => setTimeout(r, 1500))
+  demo.child.kill('SIGINT')
+  const code = await demo.exited
+  t.is(code, 130)
+  await new Promise((r) => setTimeout(r, 300))
+  t.deepEqual(leftovers(demo.child.pid!), { ns: [], procs: [], links: [] })
+})

@@ -18,6 +18,8 @@ export interface VpnOptions {
   wire: 'raw' | 'gso'
   tls?: { cert: string; key: string; ca: string }
   name?: string
+  /** Log the device's counters every second and at the end. */
+  stats?: boolean
   log: (msg: string) => void
 }
 
@@ -98,10 +100,14 @@ export async function runVpn(o: VpnOptions, signal: AbortSignal): Promise<void> 
     key: readFileSync(o.tls.key),
     ca: readFileSync(o.tls.ca),
   }
+  const logStats = () => o.log(`vpn: stats ${JSON.stringify(tun.stats())}`)
+  const timer = o.stats ? setInterval(logStats, 1000) : undefined
   try {
     if (o.role === 'server') await serve(tun, o, tlsCtx, signal)
     else await connectLoop(tun, o, tlsCtx, signal)
   } finally {
+    clearInterval(timer)
+    if (o.stats) logStats()
     await tun.close()
   }
 }

@@ -11,8 +11,10 @@ export class Proc {
   readonly exited: Promise<number | null>
   #waiters: Array<() => void> = []
 
-  constructor(ns: Netns, argv: string[]) {
-    this.child = spawn('ip', ['netns', 'exec', ns.name, ...argv], { stdio: ['pipe', 'pipe', 'pipe'], cwd: ROOT })
+  /** Runs `argv` inside `ns`, or directly when `ns` is null (for commands that make their own namespaces). */
+  constructor(ns: Netns | null, argv: string[]) {
+    const [cmd, ...args] = ns ? ['ip', 'netns', 'exec', ns.name, ...argv] : argv
+    this.child = spawn(cmd!, args, { stdio: ['pipe', 'pipe', 'pipe'], cwd: ROOT })
     const onData = (d: Buffer) => {
       this.out += d.toString()
       for (const w of this.#waiters.splice(0)) w()
