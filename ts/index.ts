@@ -7,6 +7,7 @@
  * for await (const packet of tun) console.log(packet.length)
  * ```
  */
+import './platform.js'
 import * as binding from '../native/index.js'
 import type { NativeTun } from '../native/index.js'
 import { TunError, closedError, fromNative, native, nativeAsync } from './errors.js'
@@ -203,6 +204,30 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
       nt.close()
       throw e
     }
+  }
+
+  /**
+   * Adopts a tun file descriptor opened by someone else, typically a
+   * privileged helper that created the device and passed the descriptor to
+   * this unprivileged process (inherited, or over a Unix socket). The
+   * descriptor must be attached to a tun device opened with `IFF_NO_PI`; it is
+   * owned by the returned `Tun` from now on and closed by {@link Tun.close}.
+   *
+   * @throws TypeError when `fd` is not an open, attached tun descriptor.
+   */
+  static fromFd(fd: number, options: { offload?: boolean } = {}): Tun {
+    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) {
+      throw Object.assign(new TypeError(`fd must be a non-negative integer, got ${String(fd)}`), { code: 'ERR_INVALID_ARG_TYPE' })
+    }
+    checkBool(options?.offload, 'offload')
+    const nt = native(() => binding.NativeTun.fromFd(fd))
+    let mtu = 0
+    try {
+      mtu = native(() => binding.linkGetMtuSync(nt.index))
+    } catch {
+      // Not visible from this namespace: the MTU stays unknown (0).
+    }
+    return new Tun(nt, mtu)
   }
 
   /**

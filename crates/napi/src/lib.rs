@@ -174,6 +174,20 @@ impl NativeTun {
         register(dev, offloads)
     }
 
+    /// Adopts a tun file descriptor opened elsewhere (a privileged helper's).
+    /// It must be attached to a tun device with IFF_NO_PI; it is owned (and
+    /// closed) by the returned object from now on.
+    #[napi(factory)]
+    pub fn from_fd(fd: i32) -> Result<NativeTun> {
+        let dev = Device::adopt(fd).map_err(to_napi)?;
+        if dev.vnet_hdr() && !cfg!(tunnel_offload_ready) {
+            return Err(to_napi(CoreError::InvalidArgument(
+                "the descriptor has IFF_VNET_HDR, which this build cannot read yet; open it without".into(),
+            )));
+        }
+        register(dev, Offloads::default())
+    }
+
     /// Opens another queue of this multi-queue device.
     #[napi]
     pub fn open_queue(&self) -> Result<NativeTun> {
@@ -366,6 +380,13 @@ pub async fn link_set_mtu(index: u32, mtu: u32) -> Result<()> {
 #[napi]
 pub async fn link_set_up(index: u32, up: bool) -> Result<()> {
     netlink(move |nl| nl.set_up(index, up)).await
+}
+
+/// The MTU of interface `index`, read synchronously (one netlink round trip, no waiting).
+#[napi]
+pub fn link_get_mtu_sync(index: u32) -> Result<u32> {
+    let mut nl = Netlink::open().map_err(to_napi)?;
+    nl.link(index).map(|l| l.mtu).map_err(to_napi)
 }
 
 /// The MTU of interface `index`.

@@ -126,17 +126,15 @@ impl Device {
     }
 
     /// Adopts a tun descriptor opened elsewhere (for example by a privileged
-    /// helper that passed it over a Unix socket). It must already be attached
-    /// (`TUNSETIFF` done).
-    ///
-    /// # Safety
-    /// `fd` must be an open descriptor that the caller hands over: nothing else
-    /// may use or close it afterwards.
-    #[allow(unsafe_code)]
-    pub unsafe fn from_raw_fd(fd: RawFd) -> Result<Device> {
-        // SAFETY: forwarded from the caller's guarantee.
-        let fd = unsafe { TunFd::from_raw_fd(fd) }?;
-        let (name, flags) = fd.get_iff()?;
+    /// helper that passed it over a Unix socket or as an inherited fd). It must
+    /// be attached to a tun device with `IFF_NO_PI` (`TUNSETIFF` done). The
+    /// descriptor is checked ([`TunFd::adopt`]) and owned from then on.
+    pub fn adopt(fd: RawFd) -> Result<Device> {
+        let fd = TunFd::adopt(fd)?;
+        let (name, flags) = fd.get_iff().map_err(|e| match e.raw_os_error() {
+            Some(libc::EBADFD) => Error::InvalidArgument("the tun descriptor is not attached to a device".into()),
+            _ => e,
+        })?;
         if flags & IFF_TUN == 0 || flags & IFF_NO_PI == 0 {
             return Err(Error::InvalidArgument(format!(
                 "descriptor is attached to {name:?} with flags {flags:#x}: need a tun device with IFF_NO_PI"

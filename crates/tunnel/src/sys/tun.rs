@@ -1,7 +1,9 @@
 //! `/dev/net/tun`: open, the `TUN*` ioctls, and non-blocking read/write.
 //!
 //! Everything here is a thin, checked wrapper over one system call. Raw file
-//! descriptors enter only through the `unsafe fn` [`TunFd::from_raw_fd`].
+//! descriptors enter only through the `unsafe fn` [`TunFd::from_raw_fd`] (for
+//! Rust callers) or [`TunFd::adopt`], which checks that the number is an open
+//! tun descriptor first (for JavaScript, where ownership passes by number).
 use std::ffi::{CStr, CString};
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -128,6 +130,31 @@ impl TunFd {
         // SAFETY: the caller guarantees that `fd` is open and owned by us from now on.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let this = TunFd { fd };
+        this.set_nonblocking()?;
+        Ok(this)
+    }
+
+    /// Takes over a descriptor that a caller outside Rust (JavaScript's
+    /// `Tun.fromFd`) hands over by number, after checking that it is an open
+    /// `/dev/net/tun` descriptor attached to a device. From then on it is
+    /// owned here and closed on drop; the caller must not use or close it.
+    pub fn adopt(fd: RawFd) -> Result<Self> {
+        if fd < 0 {
+            return Err(Error::InvalidArgument(format!("fd {fd} is negative")));
+        }
+        // SAFETY: fstat only writes into `st`, a valid, writable stat buffer; an invalid fd gives EBADF.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        cvt(unsafe { libc::fstat(fd, &mut st) }).map_err(|e| Error::sys("fstat", e))?;
+        let is_tun = st.st_mode & libc::S_IFMT == libc::S_IFCHR
+            && libc::major(st.st_rdev) == 10
+            && libc::minor(st.st_rdev) == 200;
+        if !is_tun {
+            return Err(Error::InvalidArgument(format!("fd {fd} is not a /dev/net/tun descriptor")));
+        }
+        // SAFETY: `fd` is open (fstat succeeded) and is a tun descriptor; the caller
+        // transfers ownership by the contract of this function.
+        let this = TunFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } };
         this.set_nonblocking()?;
         Ok(this)
     }
