@@ -127,6 +127,9 @@ pub struct NativeTun {
     lens: Vec<u32>,
 }
 
+/// The GSO/GRO engine is not wired into the batch path yet.
+const OFFLOAD_READY: bool = false;
+
 /// The most packets one `recv` returns.
 const MAX_BATCH: usize = 1024;
 
@@ -164,7 +167,7 @@ impl NativeTun {
         };
         // The GSO/GRO engine is not wired into the batch path yet: until it is,
         // the device is opened without the virtio header whatever was asked.
-        let offload = o.offload.unwrap_or(false) && cfg!(tunnel_offload_ready);
+        let offload = o.offload.unwrap_or(false) && OFFLOAD_READY;
         let dev = Device::open(&opts, offload).map_err(to_napi)?;
         let offloads = if offload {
             dev.negotiate_offload(true, true).map_err(to_napi)?
@@ -180,7 +183,7 @@ impl NativeTun {
     #[napi(factory)]
     pub fn from_fd(fd: i32) -> Result<NativeTun> {
         let dev = Device::adopt(fd).map_err(to_napi)?;
-        if dev.vnet_hdr() && !cfg!(tunnel_offload_ready) {
+        if dev.vnet_hdr() && !OFFLOAD_READY {
             return Err(to_napi(CoreError::InvalidArgument(
                 "the descriptor has IFF_VNET_HDR, which this build cannot read yet; open it without".into(),
             )));

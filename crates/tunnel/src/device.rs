@@ -132,7 +132,9 @@ impl Device {
     pub fn adopt(fd: RawFd) -> Result<Device> {
         let fd = TunFd::adopt(fd)?;
         let (name, flags) = fd.get_iff().map_err(|e| match e.raw_os_error() {
-            Some(libc::EBADFD) => Error::InvalidArgument("the tun descriptor is not attached to a device".into()),
+            Some(libc::EBADFD) => {
+                Error::InvalidArgument("the tun descriptor is not attached to a device".into())
+            }
             _ => e,
         })?;
         if flags & IFF_TUN == 0 || flags & IFF_NO_PI == 0 {

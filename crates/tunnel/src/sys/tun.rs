@@ -108,15 +108,15 @@ impl TunFd {
     /// Opens `/dev/net/tun` with `O_RDWR | O_CLOEXEC | O_NONBLOCK`, not yet attached.
     pub fn open_clone_device() -> Result<Self> {
         let path = c"/dev/net/tun";
-        // SAFETY: `path` is a valid NUL-terminated string; open has no other preconditions.
         let ret = retry_if_interrupted(|| {
-            cvt(unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) })
+            // SAFETY: `path` is a valid NUL-terminated string; open has no other preconditions.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NONBLOCK) };
+            cvt(fd)
         })
         .map_err(|e| Error::sys("open", e))?;
         // SAFETY: open returned a fresh descriptor that nothing else owns.
-        Ok(TunFd {
-            fd: unsafe { OwnedFd::from_raw_fd(ret) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(ret) };
+        Ok(TunFd { fd })
     }
 
     /// Adopts a raw descriptor (for example one passed by a privileged helper).
@@ -150,11 +150,15 @@ impl TunFd {
             && libc::major(st.st_rdev) == 10
             && libc::minor(st.st_rdev) == 200;
         if !is_tun {
-            return Err(Error::InvalidArgument(format!("fd {fd} is not a /dev/net/tun descriptor")));
+            return Err(Error::InvalidArgument(format!(
+                "fd {fd} is not a /dev/net/tun descriptor"
+            )));
         }
         // SAFETY: `fd` is open (fstat succeeded) and is a tun descriptor; the caller
         // transfers ownership by the contract of this function.
-        let this = TunFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } };
+        let this = TunFd {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        };
         this.set_nonblocking()?;
         Ok(this)
     }
