@@ -105,10 +105,10 @@ rootTest('200 open/close cycles with a pending read leave no fd behind; await us
     ),
   )
   t.is(r.cycles, 200)
-  t.is(r.after, r.before)
-  t.is(r.afterUsing, r.before, 'await using closed the device')
+  t.true(r.after <= r.before, `fds before ${r.before}, after 200 cycles ${r.after}`)
+  t.true(r.afterUsing <= r.before, 'await using closed the device')
   t.true(r.disposedGone)
-  t.is(r.afterGc, r.before, 'unreferenced devices were closed by the GC')
+  t.true(r.afterGc >= 0 && r.afterGc <= r.before, `unreferenced devices were closed by the GC: ${r.afterGc} fds, ${r.before} before`)
   t.deepEqual(r.leakedNames, [])
 })
 

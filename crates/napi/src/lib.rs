@@ -13,8 +13,8 @@ use napi_derive::napi;
 use tokio::sync::watch;
 use tunnel::batch::{Rx, Tx};
 use tunnel::device::{self, Offloads};
-use tunnel::netlink::Netlink;
 use tunnel::reactor::Reactor;
+use tunnel::rtnl::Netlink;
 use tunnel::{Cidr, Device, Error as CoreError, OpenOptions};
 
 /// Turns a core error into a JS error whose `code` the facade decodes:

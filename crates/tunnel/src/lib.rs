@@ -6,7 +6,7 @@
 //! - [`sys`]: the only module with `unsafe`: open, ioctls, raw sockets.
 //! - [`wire`]: zero-copy packet views and checksums, no I/O.
 //! - [`offload`]: GSO split and GRO coalesce over plain byte slices.
-//! - [`netlink`]: a small hand-rolled rtnetlink client (addresses, routes, MTU, up/down).
+//! - [`rtnl`]: a small hand-rolled rtnetlink client (addresses, routes, MTU, up/down).
 //! - [`cidr`]: CIDR parsing shared by the options and netlink.
 //! - [`device`]: the synchronous, non-blocking device.
 //! - [`batch`]: batched reads into a caller's slab and batched writes.
@@ -21,6 +21,7 @@ pub mod netlink;
 pub mod offload;
 #[cfg(feature = "tokio")]
 pub mod reactor;
+pub mod rtnl;
 pub mod sys;
 pub mod wire;
 

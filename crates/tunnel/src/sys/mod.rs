@@ -7,4 +7,5 @@
 pub mod netlink;
 #[cfg(feature = "tokio")]
 pub mod reactor;
+pub mod rtnl;
 pub mod tun;

@@ -156,9 +156,8 @@ impl TunFd {
         }
         // SAFETY: `fd` is open (fstat succeeded) and is a tun descriptor; the caller
         // transfers ownership by the contract of this function.
-        let this = TunFd {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        };
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let this = TunFd { fd };
         this.set_nonblocking()?;
         Ok(this)
     }
