@@ -14,15 +14,20 @@
 #![deny(unsafe_code)]
 
 pub mod batch;
+pub mod checksum;
 pub mod cidr;
 pub mod device;
 pub mod error;
+pub mod gro;
+pub mod gso;
 pub mod netlink;
 pub mod offload;
+pub mod packet;
 #[cfg(feature = "tokio")]
 pub mod reactor;
 pub mod rtnl;
 pub mod sys;
+pub mod vnet;
 pub mod wire;
 
 pub use cidr::Cidr;
