@@ -445,9 +445,8 @@ mod tests {
         bad_csum[40] ^= 0xff; // payload byte: L4 checksum no longer matches
         let mut mf = tcp(t4(), 201, 100);
         mf[6] |= 0x20; // more fragments
-        let c = mf[10..12].to_vec();
-        let _ = c;
-        let rows: Vec<(&str, Vec<Vec<u8>>, GroConfig, Vec<(Vec<u32>, u8)>)> = vec![
+        type Row = (&'static str, Vec<Vec<u8>>, GroConfig, Vec<(Vec<u32>, u8)>);
+        let rows: Vec<Row> = vec![
             // (what, packets, config, expected units: member indices and gso type)
             (
                 "three tcp4 in sequence merge",
