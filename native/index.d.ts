@@ -35,7 +35,8 @@ export declare class NativeTun {
    * Reads as many packets as are ready and fit, end to end into `slab`,
    * their lengths into `lens` (native-endian u32 each: read it through a
    * `Uint32Array` on the same memory). Returns the count; 0 means nothing
-   * is ready (wait with `readable()`). Never waits.
+   * is ready (wait with `readable()`); a negative number -N means the next
+   * super-packet needs a slab of N bytes. Never waits.
    */
   recv(slab: Buffer, lens: Buffer): number
   /** Resolves `true` when a read would not block, `false` once the device is closed. */
@@ -43,12 +44,16 @@ export declare class NativeTun {
   /** Resolves `true` when a write would not block, `false` once the device is closed. */
   writable(): Promise<boolean>
   /**
-   * Writes whole packets in order. Returns how many were written; fewer
-   * than given means the kernel would block (wait with `writable()` and
-   * send the rest). Every packet must be a complete IPv4 or IPv6 packet:
-   * the facade checks that before any is written.
+   * Writes whole packets in order, coalesced by flow where the device
+   * allows. All are accepted; what would block waits in a backlog (see
+   * `backlog` and `flush()`). Every packet must be a complete IPv4 or IPv6
+   * packet: the facade checks that before any is written.
    */
   send(packets: Array<Uint8Array>): number
+  /** Frames waiting because a write would have blocked. */
+  get backlog(): number
+  /** Writes the backlog; returns how many frames still wait. */
+  flush(): number
   /** Counters of this queue. */
   stats(): NativeStats
   /** TUNSETPERSIST. */
@@ -113,8 +118,12 @@ export interface NativeOpenOptions {
   owner?: number
   /** Owner gid (TUNSETGROUP). */
   group?: number
-  /** Use the virtio-net header and segmentation offload. Default false in this build. */
+  /** Use the virtio-net header and segmentation offload. Default true. */
   offload?: boolean
+  /** Coalesce TCP on writes (needs offload). Default true. */
+  coalesceTcp?: boolean
+  /** Coalesce UDP on writes (needs offload and USO). Default true. */
+  coalesceUdp?: boolean
 }
 
 /** What the kernel supports. */
@@ -151,6 +160,8 @@ export interface NativeStats {
   txBytes: number
   /** write() calls. */
   txWrites: number
+  /** Coalesced writes the kernel refused, written again packet by packet. */
+  txFallbacks: number
 }
 
 /** What this kernel and process can do with tun devices. */

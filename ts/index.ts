@@ -41,11 +41,20 @@ export interface TunOptions {
   /** Bring the link up. Default `true`. */
   up?: boolean
   /**
-   * Use the virtio-net header and segmentation offload. This build reads and
-   * writes one packet per system call; offload arrives with the GSO/GRO engine.
-   * Default `false` until then.
+   * Use the virtio-net header and segmentation offload: one read brings a
+   * super-packet of up to 64 KiB (split into packets for you), and
+   * `writeBatch` coalesces packets of a flow into one write. TCP needs TSO
+   * (any kernel), UDP needs USO (Linux 6.2 and later). `false` moves one packet
+   * per system call and sets the device's offload mask to 0. Default `true`.
    */
   offload?: boolean
+  /**
+   * Which protocols `writeBatch` and the write stream coalesce, for kernels
+   * with known bugs. Default: both, where offload allows. The environment
+   * variables `TUNNEL_GSO_NO_TCP_COALESCE=1` and `TUNNEL_GSO_NO_UDP_COALESCE=1`
+   * switch them off too.
+   */
+  coalesce?: { tcp?: boolean; udp?: boolean }
   /** Open with `IFF_MULTI_QUEUE`, so that {@link Tun.openQueue} can add queues. Default `false`. */
   multiQueue?: boolean
   /**
@@ -81,6 +90,8 @@ export interface TunStats {
   txBytes: number
   /** `write()` system calls. */
   txWrites: number
+  /** Coalesced writes the kernel refused (`EINVAL`), written again one packet at a time. */
+  txFallbacks: number
 }
 
 /** What the kernel accepted for segmentation offload. */
@@ -164,7 +175,12 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     const addresses = checkCidrs(options.addresses, 'addresses')
     const routes = checkCidrs(options.routes, 'routes')
     const up = checkBool(options.up, 'up') ?? true
-    const offload = checkBool(options.offload, 'offload') ?? false
+    const offload = checkBool(options.offload, 'offload') ?? true
+    if (options.coalesce !== undefined && (options.coalesce === null || typeof options.coalesce !== 'object')) {
+      throw Object.assign(new TypeError('coalesce must be an object like { tcp: true, udp: false }'), { code: 'ERR_INVALID_ARG_TYPE' })
+    }
+    const coalesceTcp = (checkBool(options.coalesce?.tcp, 'coalesce.tcp') ?? true) && process.env.TUNNEL_GSO_NO_TCP_COALESCE !== '1'
+    const coalesceUdp = (checkBool(options.coalesce?.udp, 'coalesce.udp') ?? true) && process.env.TUNNEL_GSO_NO_UDP_COALESCE !== '1'
     const multiQueue = checkBool(options.multiQueue, 'multiQueue') ?? false
     const persist = checkBool(options.persist, 'persist') ?? false
     const owner = options.owner === undefined ? undefined : checkId(options.owner, 'owner')
@@ -172,7 +188,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     if (mtu !== undefined && mtu < MIN_MTU_IPV6 && addresses.some((a) => a.family === 6)) {
       throw Object.assign(new RangeError(`mtu ${mtu} is below ${MIN_MTU_IPV6}, the minimum for IPv6 addresses`), { code: 'ERR_OUT_OF_RANGE' })
     }
-    const nt = native(() => binding.NativeTun.open({ name, multiQueue, persist, owner, group, offload }))
+    const nt = native(() => binding.NativeTun.open({ name, multiQueue, persist, owner, group, offload, coalesceTcp, coalesceUdp }))
     const undo: Array<() => Promise<void>> = []
     try {
       const index = nt.index
@@ -317,6 +333,12 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
         }
         const room = this.#slab.subarray(this.#slabPos)
         const n = native(() => this.#native.recv(room, this.#lensBuf))
+        if (n < 0) {
+          // The next super-packet needs more room than this slab has left.
+          this.#slab = Buffer.allocUnsafeSlow(Math.max(SLAB_SIZE, -n))
+          this.#slabPos = 0
+          continue
+        }
         if (n > 0) {
           const out = new Array<Buffer>(n)
           let pos = this.#slabPos
@@ -393,13 +415,12 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     this.#writeLock = new Promise<void>((r) => (release = r))
     try {
       await prev
-      let rest = packets as Uint8Array[]
-      for (;;) {
-        if (this.#closed) throw closedError()
-        const n = native(() => this.#native.send(rest))
-        if (n === rest.length) return
-        rest = rest.slice(n)
+      if (this.#closed) throw closedError()
+      native(() => this.#native.send(packets as Uint8Array[]))
+      // What would have blocked waits natively, in order, until the device takes it.
+      while (this.#native.backlog > 0) {
         if (!(await this.#wait(this.#native.writable(), undefined))) throw closedError()
+        native(() => this.#native.flush())
       }
     } finally {
       release()
@@ -493,6 +514,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
       txPackets: s.txPackets,
       txBytes: s.txBytes,
       txWrites: s.txWrites,
+      txFallbacks: s.txFallbacks,
     }
   }
 

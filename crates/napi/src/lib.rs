@@ -13,6 +13,7 @@ use napi_derive::napi;
 use tokio::sync::watch;
 use tunnel::batch::{Rx, Tx};
 use tunnel::device::{self, Offloads};
+use tunnel::gro::GroConfig;
 use tunnel::reactor::Reactor;
 use tunnel::rtnl::Netlink;
 use tunnel::{Cidr, Device, Error as CoreError, OpenOptions};
@@ -52,8 +53,12 @@ pub struct NativeOpenOptions {
     pub owner: Option<u32>,
     /// Owner gid (TUNSETGROUP).
     pub group: Option<u32>,
-    /// Use the virtio-net header and segmentation offload. Default false in this build.
+    /// Use the virtio-net header and segmentation offload. Default true.
     pub offload: Option<bool>,
+    /// Coalesce TCP on writes (needs offload). Default true.
+    pub coalesce_tcp: Option<bool>,
+    /// Coalesce UDP on writes (needs offload and USO). Default true.
+    pub coalesce_udp: Option<bool>,
 }
 
 /// Counters of one queue. Reads and writes count system calls.
@@ -73,6 +78,8 @@ pub struct NativeStats {
     pub tx_bytes: f64,
     /// write() calls.
     pub tx_writes: f64,
+    /// Coalesced writes the kernel refused, written again packet by packet.
+    pub tx_fallbacks: f64,
 }
 
 /// What the kernel supports.
@@ -127,13 +134,11 @@ pub struct NativeTun {
     lens: Vec<u32>,
 }
 
-/// The GSO/GRO engine is not wired into the batch path yet.
-const OFFLOAD_READY: bool = false;
-
 /// The most packets one `recv` returns.
 const MAX_BATCH: usize = 1024;
 
-fn register(dev: Device, offloads: Offloads) -> Result<NativeTun> {
+fn register(dev: Device, offloads: Offloads, gro: GroConfig) -> Result<NativeTun> {
+    let vnet = dev.vnet_hdr();
     let name = dev.name().to_string();
     let index = dev.index();
     let created = dev.created();
@@ -146,8 +151,8 @@ fn register(dev: Device, offloads: Offloads) -> Result<NativeTun> {
         index,
         offloads,
         created,
-        rx: Rx::new(),
-        tx: Tx::new(),
+        rx: Rx::new(vnet),
+        tx: Tx::new(vnet, gro),
         lens: vec![0; MAX_BATCH],
     })
 }
@@ -165,16 +170,14 @@ impl NativeTun {
             owner: o.owner,
             group: o.group,
         };
-        // The GSO/GRO engine is not wired into the batch path yet: until it is,
-        // the device is opened without the virtio header whatever was asked.
-        let offload = o.offload.unwrap_or(false) && OFFLOAD_READY;
+        let offload = o.offload.unwrap_or(true);
         let dev = Device::open(&opts, offload).map_err(to_napi)?;
-        let offloads = if offload {
-            dev.negotiate_offload(true, true).map_err(to_napi)?
-        } else {
-            Offloads::default()
+        let offloads = dev.negotiate_offload(offload, offload).map_err(to_napi)?;
+        let gro = GroConfig {
+            tcp: offloads.tcp && o.coalesce_tcp.unwrap_or(true),
+            udp: offloads.udp && o.coalesce_udp.unwrap_or(true),
         };
-        register(dev, offloads)
+        register(dev, offloads, gro)
     }
 
     /// Adopts a tun file descriptor opened elsewhere (a privileged helper's).
@@ -183,12 +186,14 @@ impl NativeTun {
     #[napi(factory)]
     pub fn from_fd(fd: i32) -> Result<NativeTun> {
         let dev = Device::adopt(fd).map_err(to_napi)?;
-        if dev.vnet_hdr() && !OFFLOAD_READY {
-            return Err(to_napi(CoreError::InvalidArgument(
-                "the descriptor has IFF_VNET_HDR, which this build cannot read yet; open it without".into(),
-            )));
-        }
-        register(dev, Offloads::default())
+        // The offload mask is per device: whatever it is, set it to what we can handle.
+        let on = dev.vnet_hdr();
+        let offloads = dev.negotiate_offload(on, on).map_err(to_napi)?;
+        let gro = GroConfig {
+            tcp: offloads.tcp,
+            udp: offloads.udp,
+        };
+        register(dev, offloads, gro)
     }
 
     /// Opens another queue of this multi-queue device.
@@ -196,7 +201,7 @@ impl NativeTun {
     pub fn open_queue(&self) -> Result<NativeTun> {
         let shared = self.shared.as_ref().ok_or_else(closed)?;
         let dev = shared.dev().open_queue().map_err(to_napi)?;
-        register(dev, self.offloads)
+        register(dev, self.offloads, self.tx.gro_config())
     }
 
     /// The interface name.
@@ -235,9 +240,10 @@ impl NativeTun {
     /// Reads as many packets as are ready and fit, end to end into `slab`,
     /// their lengths into `lens` (native-endian u32 each: read it through a
     /// `Uint32Array` on the same memory). Returns the count; 0 means nothing
-    /// is ready (wait with `readable()`). Never waits.
+    /// is ready (wait with `readable()`); a negative number -N means the next
+    /// super-packet needs a slab of N bytes. Never waits.
     #[napi]
-    pub fn recv(&mut self, mut slab: BufferSlice, mut lens: BufferSlice) -> Result<u32> {
+    pub fn recv(&mut self, mut slab: BufferSlice, mut lens: BufferSlice) -> Result<i64> {
         let shared = self.shared.as_ref().ok_or_else(closed)?;
         let max = (lens.len() / 4).min(self.lens.len());
         let n = self
@@ -247,7 +253,12 @@ impl NativeTun {
         for (dst, len) in lens.chunks_exact_mut(4).zip(&self.lens[..n]) {
             dst.copy_from_slice(&len.to_ne_bytes());
         }
-        Ok(n as u32)
+        if n == 0 {
+            if let Some(need) = self.rx.needs_room() {
+                return Ok(-(need as i64));
+            }
+        }
+        Ok(n as i64)
     }
 
     /// Resolves `true` when a read would not block, `false` once the device is closed.
@@ -284,14 +295,28 @@ impl NativeTun {
         })
     }
 
-    /// Writes whole packets in order. Returns how many were written; fewer
-    /// than given means the kernel would block (wait with `writable()` and
-    /// send the rest). Every packet must be a complete IPv4 or IPv6 packet:
-    /// the facade checks that before any is written.
+    /// Writes whole packets in order, coalesced by flow where the device
+    /// allows. All are accepted; what would block waits in a backlog (see
+    /// `backlog` and `flush()`). Every packet must be a complete IPv4 or IPv6
+    /// packet: the facade checks that before any is written.
     #[napi]
     pub fn send(&mut self, packets: Vec<&[u8]>) -> Result<u32> {
         let shared = self.shared.as_ref().ok_or_else(closed)?;
         let n = self.tx.send(shared.dev(), &packets).map_err(to_napi)?;
+        Ok(n as u32)
+    }
+
+    /// Frames waiting because a write would have blocked.
+    #[napi(getter)]
+    pub fn backlog(&self) -> u32 {
+        self.tx.backlog() as u32
+    }
+
+    /// Writes the backlog; returns how many frames still wait.
+    #[napi]
+    pub fn flush(&mut self) -> Result<u32> {
+        let shared = self.shared.as_ref().ok_or_else(closed)?;
+        let n = self.tx.flush(shared.dev()).map_err(to_napi)?;
         Ok(n as u32)
     }
 
@@ -307,6 +332,7 @@ impl NativeTun {
             tx_packets: t.packets as f64,
             tx_bytes: t.bytes as f64,
             tx_writes: t.writes as f64,
+            tx_fallbacks: t.fallbacks as f64,
         }
     }
 
