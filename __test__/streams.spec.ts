@@ -1,6 +1,6 @@
 // The stream splitter: pure code, no root.
 import test from 'ava'
-import { PacketSplitter } from '../ts/streams.js'
+import { FrameSplitter, MAX_FRAME, PacketSplitter } from '../ts/streams.js'
 import { udp4, udp6 } from './helpers/packets.js'
 
 function packets(): Buffer[] {
@@ -61,4 +61,31 @@ test('a partial packet is held, not returned', (t) => {
   t.is(s.pending, 30)
   t.deepEqual(s.push(p.subarray(30)).packets, [p])
   t.is(s.pending, 0)
+})
+
+test('FrameSplitter: any chunking of length-prefixed frames gives back the same frames', (t) => {
+  const frames = [10, 11, 1500, 65535 + 10, 64].map((n, i) => Buffer.alloc(n, i + 1))
+  const wire = Buffer.concat(frames.flatMap((f) => [Buffer.from([f.length >>> 24, (f.length >>> 16) & 255, (f.length >>> 8) & 255, f.length & 255]), f]))
+  for (const size of [1, 3, 4, 5, 13, 1000, 70000, wire.length]) {
+    const s = new FrameSplitter()
+    const got: Buffer[] = []
+    for (let pos = 0; pos < wire.length; pos += size) {
+      const r = s.push(Buffer.from(wire.subarray(pos, pos + size)))
+      t.is(r.error, undefined)
+      got.push(...r.frames.map((f) => Buffer.from(f)))
+    }
+    t.deepEqual(got, frames, `chunk size ${size}`)
+    t.is(s.pending, 0)
+  }
+})
+
+test('FrameSplitter: a 4 GB or too-short length is an error at once, nothing buffered', (t) => {
+  for (const len of [0xffffffff, MAX_FRAME + 1, 9, 0]) {
+    const s = new FrameSplitter()
+    const b = Buffer.alloc(8)
+    b.writeUInt32BE(len, 0)
+    const r = s.push(b)
+    t.is(r.error?.code, 'ERR_TUN_INVALID_FRAME', `length ${len}`)
+    t.is(s.pending, 0)
+  }
 })

@@ -40,16 +40,18 @@ function certs(): { dir: string; ca: string; cert: string; key: string; otherCa:
   return { dir, ca: f('ca.pem'), cert: f('peer.pem'), key: f('peer.key'), otherCa: f('other-ca.pem'), otherCert: f('other-peer.pem'), otherKey: f('other-peer.key') }
 }
 
-for (const mode of ['raw', 'raw+tls'] as const) {
+// gso/no-offload-client: super-packets from the server reach a device without offload and are split there.
+for (const mode of ['raw', 'raw+tls', 'gso', 'gso+tls', 'gso/no-offload-client'] as const) {
   rootTest(`vpn (${mode} wire): ping both ways over IPv4 and IPv6, 50 MB of TCP intact both ways`, async (t) => {
     const u = await underlay()
-    const c = mode === 'raw+tls' ? certs() : undefined
+    const c = mode.endsWith('+tls') ? certs() : undefined
+    const wire = mode.startsWith('gso') ? 'gso' : 'raw'
     const tlsArgs = (x: typeof c) => (x ? ['--tls-cert', x.cert, '--tls-key', x.key, '--tls-ca', x.ca] : [])
-    const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER.join(','), '--wire', 'raw', ...tlsArgs(c)])
+    const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER.join(','), '--wire', wire, ...tlsArgs(c)])
     let client: Proc | undefined
     try {
       await server.waitFor(/listening on/)
-      client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT.join(','), '--wire', 'raw', ...tlsArgs(c)])
+      client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT.join(','), '--wire', wire, ...tlsArgs(c), ...(mode.includes('no-offload') ? ['--no-offload'] : [])])
       await client.waitFor(/connected to/)
       t.is(await ping(u.c, '198.18.200.1'), 3, 'client -> server IPv4')
       t.is(await ping(u.s, '198.18.200.2'), 3, 'server -> client IPv4')
@@ -93,9 +95,33 @@ rootTest('vpn: a client with a certificate from another CA is refused; the serve
   }
 })
 
+rootTest('vpn: a raw-wire client against a gso-wire server fails the handshake with a clear message; a gso client is served next', async (t) => {
+  const u = await underlay()
+  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--wire', 'gso'])
+  const procs = [server]
+  try {
+    await server.waitFor(/listening on/)
+    const raw = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--wire', 'raw'])
+    procs.push(raw)
+    await server.waitFor(/handshake failed: (peer is not speaking the tunnel-gso gso wire|no handshake within)/)
+    await raw.stop()
+    // A length field of 4 GB after a good handshake: cut off, nothing buffered.
+    const huge = await u.c.exec(process.execPath, ['--import', 'tsx', path.join(FIXTURES, 'junk.ts'), '198.18.100.1', '7000', 'hugeframe'])
+    t.regex(huge, /closed by server/)
+    await server.waitFor(/frame length 4294967295/)
+    const good = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--wire', 'gso'])
+    procs.push(good)
+    await good.waitFor(/connected to/)
+    t.is(await ping(u.c, '198.18.200.1'), 3)
+  } finally {
+    for (const p of procs) await p.stop()
+    await u.destroy()
+  }
+})
+
 rootTest('vpn: garbage on the socket drops that connection only; the next client is served', async (t) => {
   const u = await underlay()
-  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!])
+  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--wire', 'raw'])
   let client: Proc | undefined
   try {
     await server.waitFor(/listening on/)
@@ -103,7 +129,7 @@ rootTest('vpn: garbage on the socket drops that connection only; the next client
     const junk = await u.c.exec(process.execPath, ['--import', 'tsx', path.join(FIXTURES, 'junk.ts'), '198.18.100.1', '7000'])
     t.regex(junk, /closed by server/)
     await server.waitFor(/dropping connection: .*not an IP packet/)
-    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!])
+    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--wire', 'raw'])
     await client.waitFor(/connected to/)
     t.is(await ping(u.c, '198.18.200.1'), 3)
     t.is(server.child.exitCode, null, 'server still running')

@@ -39,6 +39,20 @@ export declare class NativeTun {
    * super-packet needs a slab of N bytes. Never waits.
    */
   recv(slab: Buffer, lens: Buffer): number
+  /**
+   * Reads frames whole (no split), as `--wire gso` carries them: each is a
+   * 4-byte big-endian length, a virtio header (little-endian fields) and a
+   * packet; `lens` gets each frame's length, prefix included. The slab
+   * needs room for one largest frame (65,805 bytes). Returns the count; 0
+   * means nothing is ready. Never waits.
+   */
+  recvFrames(slab: Buffer, lens: Buffer): number
+  /**
+   * Writes frames (virtio header with little-endian fields + packet, no
+   * length prefix). All are checked before any is written; a frame this
+   * device cannot take whole is split and written packet by packet.
+   */
+  sendFrames(frames: Array<Uint8Array>): number
   /** Resolves `true` when a read would not block, `false` once the device is closed. */
   readable(): Promise<boolean>
   /** Resolves `true` when a write would not block, `false` once the device is closed. */

@@ -16,8 +16,11 @@ commands:
              --routes CIDR,...  more destinations routed through the tunnel
              --name NAME        device name or pattern (default tun%d)
              --no-offload       one packet per system call
-             --wire raw|gso     raw: IP packets back to back, the Go package's
-                                example protocol (no handshake, no framing)
+             --wire raw|gso     gso (default): a versioned handshake, then
+                                frames of virtio header + super-packet, passed
+                                whole between the two kernels; raw: IP packets
+                                back to back, the Go package's example protocol
+                                (no handshake, no framing)
              --tls-cert F --tls-key F --tls-ca F
                                 mutual TLS; without them the tunnel is plaintext
              --stats            log the device counters every second
@@ -69,7 +72,7 @@ async function vpn(argv: string[]): Promise<number> {
   const endpoint = role === 'server' ? values.listen : values.connect
   if (!endpoint) throw new Error(role === 'server' ? '--listen HOST:PORT is required' : '--connect HOST:PORT is required')
   if (!values.address) throw new Error('--address CIDR is required')
-  const wire = values.wire ?? 'raw'
+  const wire = values.wire ?? 'gso'
   if (wire !== 'raw' && wire !== 'gso') throw new Error(`--wire must be raw or gso, not ${wire}`)
   const tlsFiles = [values['tls-cert'], values['tls-key'], values['tls-ca']]
   if (tlsFiles.some(Boolean) && !tlsFiles.every(Boolean)) throw new Error('TLS needs all of --tls-cert, --tls-key and --tls-ca')

@@ -159,8 +159,9 @@ export async function demo(opts: { seconds: number; log: (s: string) => void }):
     topo.setup()
     const results: DemoResult[] = []
     for (const [label, flags] of [
-      ['one packet per syscall (--no-offload)', ['--no-offload']],
-      ['offload (GSO/GRO)', []],
+      ['no offload, raw wire', ['--no-offload', '--wire', 'raw']],
+      ['offload, raw wire (split/coalesce)', ['--wire', 'raw']],
+      ['offload, gso wire (whole)', ['--wire', 'gso']],
     ] as const) {
       opts.log(`running ${label} for ${opts.seconds} s ...`)
       results.push(await runOnce(label, [...flags], opts.seconds, (s) => opts.log(`  ${s}`), topo))
@@ -173,8 +174,10 @@ export async function demo(opts: { seconds: number; log: (s: string) => void }):
         `${r.label.padEnd(38)} ${r.gbps.toFixed(2).padStart(6)}   ${fmtRatio(r.client?.rxPackets ?? 0, r.client?.rxReads ?? 0).padStart(22)}  ${fmtRatio(r.server?.txPackets ?? 0, r.server?.txWrites ?? 0).padStart(23)}`,
       )
     }
-    const [a, b] = results
-    if (a && b && a.gbps > 0) opts.log(`\noffload / no offload throughput: ${(b.gbps / a.gbps).toFixed(2)}x`)
+    const [a, b, c] = results
+    if (a && b && c && a.gbps > 0) {
+      opts.log(`\noffload / no offload throughput: raw wire ${(b.gbps / a.gbps).toFixed(2)}x, gso wire ${(c.gbps / a.gbps).toFixed(2)}x`)
+    }
     return 0
   } finally {
     topo.teardown()

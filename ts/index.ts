@@ -124,6 +124,8 @@ export interface TunProbe {
 const SLAB_SIZE = 1 << 20
 /** The largest packet one read can return. */
 const MIN_ROOM = 65535
+/** The largest wire frame: length prefix, virtio header, 64 KiB packet and slack. */
+const MIN_FRAME_ROOM = 4 + 10 + 65535 + 256
 /** The most packets one native call returns. */
 const MAX_BATCH = 1024
 
@@ -311,13 +313,47 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     const signal = checkSignal(options?.signal)
     if (this.#closed) throw closedError()
     for (;;) {
-      const batch = await this.#readBatch(signal)
+      const batch = await this.#readBatch(signal, false)
       if (batch === null) return
       yield batch
     }
   }
 
-  async #readBatch(signal: AbortSignal | undefined): Promise<Buffer[] | null> {
+  /**
+   * For relays that carry super-packets whole (the CLI's `--wire gso`):
+   * yields arrays of frames as read from the kernel, not split. Each frame is
+   * `[u32 big-endian length][10-byte virtio header, little-endian fields][packet]`,
+   * and the frames of one array lie end to end in memory, so the array is one
+   * contiguous piece of wire. A device opened with `offload: false` yields
+   * frames with an all-zero header (one packet each).
+   */
+  async *frames(options: ReadOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
+    const signal = checkSignal(options?.signal)
+    if (this.#closed) throw closedError()
+    for (;;) {
+      const batch = await this.#readBatch(signal, true)
+      if (batch === null) return
+      yield batch
+    }
+  }
+
+  /**
+   * Writes frames as {@link Tun.frames} yields them, without the 4-byte
+   * length prefix (virtio header + packet). All are checked before any is
+   * written (`ERR_TUN_MALFORMED` otherwise); a frame this device cannot take
+   * whole (no offload, or no USO for UDP) is split and written packet by packet.
+   */
+  async writeFrames(frames: readonly Uint8Array[]): Promise<void> {
+    if (!Array.isArray(frames)) throw new TypeError('frames must be an array of Uint8Array')
+    for (let i = 0; i < frames.length; i++) {
+      if (!(frames[i] instanceof Uint8Array)) throw new TypeError(`frames[${i}] must be a Uint8Array`)
+    }
+    if (this.#closed) throw closedError()
+    if (frames.length === 0) return
+    await this.#sendLocked(() => this.#native.sendFrames(frames as Uint8Array[]))
+  }
+
+  async #readBatch(signal: AbortSignal | undefined, frames: boolean): Promise<Buffer[] | null> {
     // One reader at a time: the slab position is shared.
     const prev = this.#readLock
     let release!: () => void
@@ -327,12 +363,14 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
       for (;;) {
         if (this.#closed) return null
         signal?.throwIfAborted()
-        if (this.#slab.length - this.#slabPos < MIN_ROOM) {
+        if (this.#slab.length - this.#slabPos < (frames ? MIN_FRAME_ROOM : MIN_ROOM)) {
           this.#slab = Buffer.allocUnsafeSlow(SLAB_SIZE)
           this.#slabPos = 0
         }
         const room = this.#slab.subarray(this.#slabPos)
-        const n = native(() => this.#native.recv(room, this.#lensBuf))
+        const n = frames
+          ? native(() => this.#native.recvFrames(room, this.#lensBuf))
+          : native(() => this.#native.recv(room, this.#lensBuf))
         if (n < 0) {
           // The next super-packet needs more room than this slab has left.
           this.#slab = Buffer.allocUnsafeSlow(Math.max(SLAB_SIZE, -n))
@@ -410,14 +448,18 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     }
     if (this.#closed) throw closedError()
     if (packets.length === 0) return
+    await this.#sendLocked(() => this.#native.send(packets as Uint8Array[]))
+  }
+
+  /** One writer at a time; what would have blocked waits natively, in order, until the device takes it. */
+  async #sendLocked(send: () => number): Promise<void> {
     const prev = this.#writeLock
     let release!: () => void
     this.#writeLock = new Promise<void>((r) => (release = r))
     try {
       await prev
       if (this.#closed) throw closedError()
-      native(() => this.#native.send(packets as Uint8Array[]))
-      // What would have blocked waits natively, in order, until the device takes it.
+      native(send)
       while (this.#native.backlog > 0) {
         if (!(await this.#wait(this.#native.writable(), undefined))) throw closedError()
         native(() => this.#native.flush())

@@ -136,3 +136,40 @@ export function createWriteStream(dev: PacketDevice): Writable {
     },
   })
 }
+
+/** The largest frame body `--wire gso` carries: virtio header, 64 KiB packet, slack. */
+export const MAX_FRAME = 10 + 65535 + 256
+
+/**
+ * Cuts a `--wire gso` byte stream (`[u32 big-endian length][frame]`...) into
+ * frames (virtio header + packet, without the prefix). A length outside
+ * 10..MAX_FRAME is an error (`ERR_TUN_INVALID_FRAME`): nothing is buffered
+ * for it, so a 4 GB length costs nothing.
+ */
+export class FrameSplitter {
+  #held: Buffer = Buffer.alloc(0)
+
+  /** Bytes held back: an incomplete frame. */
+  get pending(): number {
+    return this.#held.length
+  }
+
+  push(chunk: Uint8Array): { frames: Buffer[]; error?: TunError } {
+    let buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    if (this.#held.length > 0) buf = Buffer.concat([this.#held, buf])
+    const frames: Buffer[] = []
+    let pos = 0
+    while (buf.length - pos >= 4) {
+      const len = buf.readUInt32BE(pos)
+      if (len < 10 || len > MAX_FRAME) {
+        this.#held = Buffer.alloc(0)
+        return { frames, error: new TunError(`frame length ${len} at byte ${pos} is outside 10..${MAX_FRAME}`, 'ERR_TUN_INVALID_FRAME') }
+      }
+      if (buf.length - pos - 4 < len) break
+      frames.push(buf.subarray(pos + 4, pos + 4 + len))
+      pos += 4 + len
+    }
+    this.#held = pos < buf.length ? Buffer.from(buf.subarray(pos)) : Buffer.alloc(0)
+    return { frames }
+  }
+}

@@ -4,7 +4,7 @@ import * as tls from 'node:tls'
 import { readFileSync } from 'node:fs'
 import { once } from 'node:events'
 import { Tun } from './index.js'
-import { PacketSplitter } from './streams.js'
+import { FrameSplitter, PacketSplitter } from './streams.js'
 
 export interface VpnOptions {
   role: 'server' | 'client'
@@ -36,6 +36,113 @@ type Conn = net.Socket | tls.TLSSocket
 
 function peerName(s: Conn): string {
   return `${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}`
+}
+
+/** The `--wire gso` handshake: magic, version, three reserved bytes. */
+export const WIRE_MAGIC = Buffer.from('TGSO', 'latin1')
+export const WIRE_VERSION = 1
+const HELLO = Buffer.concat([WIRE_MAGIC, Buffer.from([WIRE_VERSION, 0, 0, 0])])
+const HANDSHAKE_TIMEOUT_MS = 5000
+
+/** Reads exactly `n` bytes (or rejects on close or after `ms`), leaving the rest buffered. */
+function readExactly(sock: Conn, n: number, ms: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error, buf?: Buffer) => {
+      clearTimeout(timer)
+      sock.off('readable', tryRead)
+      sock.off('close', onClose)
+      if (err) reject(err)
+      else resolve(buf!)
+    }
+    const tryRead = () => {
+      const b = sock.read(n) as Buffer | null
+      if (b) done(undefined, b)
+    }
+    const onClose = () => done(new Error('connection closed during the handshake'))
+    const timer = setTimeout(() => done(new Error(`no handshake within ${ms} ms`)), ms)
+    sock.on('readable', tryRead)
+    sock.on('close', onClose)
+    tryRead()
+  })
+}
+
+/** Checks the peer's hello; throws a clear message on a mismatch. */
+function checkHello(b: Buffer): void {
+  if (!b.subarray(0, 4).equals(WIRE_MAGIC)) {
+    throw new Error(`peer is not speaking the tunnel-gso gso wire (got ${JSON.stringify(b.subarray(0, 4).toString('latin1'))}); is it --wire raw?`)
+  }
+  if (b[4] !== WIRE_VERSION) throw new Error(`peer speaks gso wire version ${b[4]}, this side speaks ${WIRE_VERSION}`)
+}
+
+/** Runs the handshake on a fresh connection: the client speaks first. */
+async function handshake(sock: Conn, role: 'server' | 'client'): Promise<void> {
+  if (role === 'client') sock.write(HELLO)
+  const hello = await readExactly(sock, HELLO.length, HANDSHAKE_TIMEOUT_MS)
+  checkHello(hello)
+  if (role === 'server') sock.write(HELLO)
+}
+
+/**
+ * `--wire gso`: frames of virtio header + super-packet pass whole between the
+ * two kernels; nothing is split or merged in between. Each side's device
+ * takes what it can whole and splits the rest itself.
+ */
+async function pumpFrames(tun: Tun, sock: Conn, log: (m: string) => void): Promise<string> {
+  const ac = new AbortController()
+  const who = peerName(sock)
+  sock.setNoDelay(true)
+  const out = (async () => {
+    try {
+      for await (const batch of tun.frames({ signal: ac.signal })) {
+        if (sock.destroyed) return 'socket closed'
+        const first = batch[0]!
+        const last = batch[batch.length - 1]!
+        // The frames of a batch lie end to end, length prefixes included: one write.
+        const chunk = Buffer.from(first.buffer, first.byteOffset, last.byteOffset + last.length - first.byteOffset)
+        if (!sock.write(chunk)) await Promise.race([once(sock, 'drain'), once(sock, 'close')])
+      }
+      return 'device closed'
+    } catch (e) {
+      if ((e as Error).name === 'AbortError') return 'connection ended'
+      throw e
+    }
+  })()
+  const inbound = (async () => {
+    const splitter = new FrameSplitter()
+    try {
+      for await (const chunk of sock as AsyncIterable<Buffer>) {
+        const { frames, error } = splitter.push(chunk)
+        if (frames.length > 0) await tun.writeFrames(frames)
+        if (error) {
+          log(`vpn: ${who}: dropping connection: ${error.message}`)
+          return `garbage from peer: ${error.message}`
+        }
+      }
+      return 'peer closed the connection'
+    } catch (e) {
+      const err = e as Error & { code?: string }
+      if (err.code === 'ERR_TUN_MALFORMED') log(`vpn: ${who}: dropping connection: malformed frame: ${err.message}`)
+      return `connection error: ${err.message}`
+    }
+  })()
+  const reason = await Promise.race([out, inbound])
+  ac.abort()
+  sock.destroy()
+  await Promise.allSettled([out, inbound])
+  return reason
+}
+
+/** Handshake (gso wire), then pump until the connection ends. */
+async function session(tun: Tun, sock: Conn, o: VpnOptions): Promise<string> {
+  if (o.wire === 'raw') return pump(tun, sock, o.log)
+  try {
+    await handshake(sock, o.role)
+  } catch (e) {
+    o.log(`vpn: ${peerName(sock)}: handshake failed: ${(e as Error).message}`)
+    sock.destroy()
+    return `handshake failed: ${(e as Error).message}`
+  }
+  return pumpFrames(tun, sock, o.log)
 }
 
 /**
@@ -92,7 +199,6 @@ async function pump(tun: Tun, sock: Conn, log: (m: string) => void): Promise<str
 
 /** Runs the VPN until `signal` aborts. */
 export async function runVpn(o: VpnOptions, signal: AbortSignal): Promise<void> {
-  if (o.wire !== 'raw') throw new Error(`--wire ${o.wire} is not available yet in this build; use --wire raw`)
   const tun = await Tun.open({ name: o.name, addresses: o.addresses, routes: o.routes, mtu: o.mtu, offload: o.offload })
   o.log(`vpn: ${o.role}: device ${tun.name} up with ${o.addresses.join(', ')}, mtu ${tun.mtu}, offload tcp=${tun.offload.tcp} udp=${tun.offload.udp}, wire ${o.wire}${o.tls ? ', TLS' : ', plaintext'}`)
   const tlsCtx = o.tls && {
@@ -125,7 +231,7 @@ async function serve(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions |
     o.log(`vpn: ${who}: connected`)
     const start = async () => {
       if (active) await active.done.catch(() => {})
-      const done = pump(tun, sock, o.log)
+      const done = session(tun, sock, o)
       const me = { sock, done }
       active = me
       const reason = await done.catch((e: Error) => `error: ${e.message}`)
@@ -173,7 +279,7 @@ async function connectLoop(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOpt
       ])
       o.log(`vpn: connected to ${o.endpoint.host}:${o.endpoint.port}`)
       backoff = 250
-      const reason = await pump(tun, sock, o.log)
+      const reason = await session(tun, sock, o)
       o.log(`vpn: disconnected (${reason})`)
     } catch (e) {
       o.log(`vpn: cannot connect to ${o.endpoint.host}:${o.endpoint.port}: ${(e as Error).message}; retrying in ${backoff} ms`)

@@ -261,6 +261,38 @@ impl NativeTun {
         Ok(n as i64)
     }
 
+    /// Reads frames whole (no split), as `--wire gso` carries them: each is a
+    /// 4-byte big-endian length, a virtio header (little-endian fields) and a
+    /// packet; `lens` gets each frame's length, prefix included. The slab
+    /// needs room for one largest frame (65,805 bytes). Returns the count; 0
+    /// means nothing is ready. Never waits.
+    #[napi]
+    pub fn recv_frames(&mut self, mut slab: BufferSlice, mut lens: BufferSlice) -> Result<u32> {
+        let shared = self.shared.as_ref().ok_or_else(closed)?;
+        let max = (lens.len() / 4).min(self.lens.len());
+        let n = self
+            .rx
+            .recv_frames(shared.dev(), &mut slab, &mut self.lens[..max])
+            .map_err(to_napi)?;
+        for (dst, len) in lens.chunks_exact_mut(4).zip(&self.lens[..n]) {
+            dst.copy_from_slice(&len.to_ne_bytes());
+        }
+        Ok(n as u32)
+    }
+
+    /// Writes frames (virtio header with little-endian fields + packet, no
+    /// length prefix). All are checked before any is written; a frame this
+    /// device cannot take whole is split and written packet by packet.
+    #[napi]
+    pub fn send_frames(&mut self, frames: Vec<&[u8]>) -> Result<u32> {
+        let shared = self.shared.as_ref().ok_or_else(closed)?;
+        let n = self
+            .tx
+            .send_frames(shared.dev(), &frames, self.offloads)
+            .map_err(to_napi)?;
+        Ok(n as u32)
+    }
+
     /// Resolves `true` when a read would not block, `false` once the device is closed.
     #[napi(ts_return_type = "Promise<boolean>")]
     pub fn readable<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, bool>> {

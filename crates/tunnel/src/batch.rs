@@ -108,6 +108,61 @@ impl Rx {
         Ok(count)
     }
 
+    /// Reads frames without splitting them, for relays that carry super-packets
+    /// whole (`--wire gso`). Each frame lands in `slab` as the wire carries it:
+    /// a 4-byte big-endian length, then a virtio header (little-endian fields),
+    /// then the packet; `lens` gets each frame's full length (prefix included).
+    /// A device without a virtio header yields frames with an all-zero header.
+    /// Returns the number of frames; 0 means nothing is ready. Never waits.
+    pub fn recv_frames(&mut self, dev: &Device, slab: &mut [u8], lens: &mut [u32]) -> Result<usize> {
+        const PREFIX: usize = 4;
+        let room_needed = PREFIX + MAX_FRAME;
+        if slab.len() < room_needed {
+            return Err(Error::InvalidArgument(format!(
+                "slab of {} bytes is smaller than one frame ({room_needed})",
+                slab.len()
+            )));
+        }
+        let mut pos = 0usize;
+        let mut count = 0usize;
+        while count < lens.len() && slab.len() - pos >= room_needed {
+            let body = pos + PREFIX;
+            let pkt_at = if self.vnet { body } else { body + vnet::LEN };
+            match dev.read(&mut slab[pkt_at..pos + room_needed]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.counters.reads += 1;
+                    let frame_len = if self.vnet { n } else { n + vnet::LEN };
+                    if !self.vnet {
+                        slab[body..body + vnet::LEN].fill(0);
+                    }
+                    let Some(hdr) = VnetHdr::decode(&slab[body..]) else {
+                        self.counters.dropped += 1;
+                        continue;
+                    };
+                    let segments = match gso::plan(&hdr, &slab[body + vnet::LEN..body + frame_len]) {
+                        Ok(p) => p.segments,
+                        Err(_) => {
+                            self.counters.dropped += 1;
+                            continue;
+                        }
+                    };
+                    slab[body..body + vnet::LEN].copy_from_slice(&hdr.encode_le());
+                    slab[pos..body].copy_from_slice(&(frame_len as u32).to_be_bytes());
+                    lens[count] = (PREFIX + frame_len) as u32;
+                    count += 1;
+                    pos += PREFIX + frame_len;
+                    self.counters.packets += segments as u64;
+                    self.counters.bytes += (frame_len - vnet::LEN) as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) if count > 0 => break,
+                Err(e) => return Err(Error::sys("read", e)),
+            }
+        }
+        Ok(count)
+    }
+
     /// Bytes of slab the next frame needs, when `recv` returned 0 because it did not fit.
     pub fn needs_room(&self) -> Option<usize> {
         self.pending.map(|_| self.needs)
@@ -208,6 +263,8 @@ pub struct Tx {
     vnet: bool,
     gro: Gro,
     backlog: Backlog,
+    split_buf: Vec<u8>,
+    split_lens: Vec<u32>,
     /// Counters since the queue was opened.
     pub counters: TxCounters,
 }
@@ -258,6 +315,8 @@ impl Tx {
             vnet,
             gro: Gro::new(gro),
             backlog: Backlog::default(),
+            split_buf: Vec::new(),
+            split_lens: Vec::new(),
             counters: TxCounters::default(),
         }
     }
@@ -317,6 +376,90 @@ impl Tx {
         }
         self.gro.set_config(cfg);
         Ok(total)
+    }
+
+    /// Writes frames as [`Rx::recv_frames`] produces them, without their length
+    /// prefix: a virtio header (little-endian fields) and a packet each. All are
+    /// checked first; if one is malformed, none is written. A frame whose GSO
+    /// type this device does not take (no virtio header, or no TSO/USO) is
+    /// split here and written packet by packet; one the kernel refuses with
+    /// `EINVAL` likewise.
+    pub fn send_frames(
+        &mut self,
+        dev: &Device,
+        frames: &[&[u8]],
+        offloads: crate::device::Offloads,
+    ) -> Result<usize> {
+        for (i, f) in frames.iter().enumerate() {
+            let bad = || Error::Malformed {
+                what: "frame",
+                offset: i,
+                len: f.len(),
+            };
+            let hdr = VnetHdr::decode_le(f).ok_or_else(bad)?;
+            gso::plan(&hdr, &f[vnet::LEN..]).map_err(|_| bad())?;
+        }
+        self.flush(dev)?;
+        let (backlog, counters) = (&mut self.backlog, &mut self.counters);
+        for f in frames {
+            let Some(hdr) = VnetHdr::decode_le(f) else {
+                continue;
+            };
+            let pkt = &f[vnet::LEN..];
+            let gso = hdr.gso_type & !vnet::GSO_ECN;
+            let takes = self.vnet
+                && match gso {
+                    vnet::GSO_NONE => true,
+                    vnet::GSO_UDP_L4 => offloads.udp,
+                    _ => offloads.tcp,
+                };
+            let segments = gso::plan(&hdr, pkt).map(|p| p.segments).unwrap_or(1);
+            if takes {
+                match write_frame(
+                    dev,
+                    true,
+                    &hdr.encode(),
+                    pkt,
+                    segments as u32,
+                    pkt.len(),
+                    backlog,
+                    counters,
+                ) {
+                    Ok(()) => continue,
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) && gso != vnet::GSO_NONE => {
+                        counters.fallbacks += 1;
+                    }
+                    Err(e) => return Err(Error::sys("write", e)),
+                }
+            }
+            // Split here, and write the packets one by one.
+            let plan = gso::plan(&hdr, pkt).map_err(|_| Error::Malformed {
+                what: "frame",
+                offset: 0,
+                len: f.len(),
+            })?;
+            if self.split_buf.len() < plan.bytes {
+                self.split_buf.resize(plan.bytes, 0);
+            }
+            if self.split_lens.len() < plan.segments {
+                self.split_lens.resize(plan.segments, 0);
+            }
+            let n = gso::split(&hdr, pkt, &mut self.split_buf, &mut self.split_lens).map_err(|_| {
+                Error::Malformed {
+                    what: "frame",
+                    offset: 0,
+                    len: f.len(),
+                }
+            })?;
+            let mut at = 0;
+            for &len in &self.split_lens[..n] {
+                let p = &self.split_buf[at..at + len as usize];
+                at += len as usize;
+                write_frame(dev, self.vnet, &NO_GSO, p, 1, p.len(), backlog, counters)
+                    .map_err(|e| Error::sys("write", e))?;
+            }
+        }
+        Ok(frames.len())
     }
 
     /// Writes the backlog. Returns the number of frames still waiting.

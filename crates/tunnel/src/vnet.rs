@@ -53,6 +53,30 @@ impl VnetHdr {
         })
     }
 
+    /// Reads a header in little-endian byte order (the `--wire gso` format).
+    pub fn decode_le(b: &[u8]) -> Option<VnetHdr> {
+        let b = b.get(..LEN)?;
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        Some(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16_at(2),
+            gso_size: u16_at(4),
+            csum_start: u16_at(6),
+            csum_offset: u16_at(8),
+        })
+    }
+
+    /// The header's bytes in little-endian byte order (the `--wire gso` format).
+    pub fn encode_le(&self) -> [u8; LEN] {
+        let mut b = self.encode();
+        for i in [2, 4, 6, 8] {
+            let v = u16::from_ne_bytes([b[i], b[i + 1]]);
+            b[i..i + 2].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
     /// The header's bytes.
     pub fn encode(&self) -> [u8; LEN] {
         let mut b = [0u8; LEN];
@@ -81,6 +105,8 @@ mod tests {
             csum_offset: 16,
         };
         assert_eq!(VnetHdr::decode(&h.encode()), Some(h));
+        assert_eq!(VnetHdr::decode_le(&h.encode_le()), Some(h));
+        assert_eq!(h.encode_le(), [1, 1, 52, 0, 0xa8, 0x05, 20, 0, 16, 0]);
         assert_eq!(VnetHdr::decode(&[0; 9]), None);
         #[cfg(target_endian = "little")]
         assert_eq!(h.encode(), [1, 1, 52, 0, 0xa8, 0x05, 20, 0, 16, 0]);
