@@ -81,7 +81,7 @@ impl Device {
     /// Opens (and, if missing, creates) a TUN device with `IFF_TUN | IFF_NO_PI`.
     ///
     /// `vnet_hdr` asks for `IFF_VNET_HDR`: every read and write then carries a
-    /// 10-byte `virtio_net_hdr` first (see [`crate::wire`]).
+    /// 10-byte `virtio_net_hdr` first (see [`crate::vnet`]).
     pub fn open(opts: &OpenOptions, vnet_hdr: bool) -> Result<Device> {
         let name = opts.name.as_deref().unwrap_or("");
         if !name.is_empty() {

@@ -3,9 +3,11 @@
 //! The crate is usable from Rust alone; the Node.js binding in `crates/napi`
 //! only converts. Module map:
 //!
-//! - [`sys`]: the only module with `unsafe`: open, ioctls, raw sockets.
-//! - [`wire`]: zero-copy packet views and checksums, no I/O.
-//! - [`offload`]: GSO split and GRO coalesce over plain byte slices.
+//! - [`sys`]: the only module with `unsafe`: open, ioctls, sockets, epoll registration.
+//! - [`vnet`]: the virtio-net header; [`checksum`]: the internet checksum;
+//!   [`packet`]: bounds-checked IPv4/IPv6/TCP/UDP header views. No I/O.
+//! - [`gso`]: split a super-packet into packets; [`gro`]: coalesce packets
+//!   into super-packets. Pure functions over byte slices.
 //! - [`rtnl`]: a small hand-rolled rtnetlink client (addresses, routes, MTU, up/down).
 //! - [`cidr`]: CIDR parsing shared by the options and netlink.
 //! - [`device`]: the synchronous, non-blocking device.
@@ -20,15 +22,12 @@ pub mod device;
 pub mod error;
 pub mod gro;
 pub mod gso;
-pub mod netlink;
-pub mod offload;
 pub mod packet;
 #[cfg(feature = "tokio")]
 pub mod reactor;
 pub mod rtnl;
 pub mod sys;
 pub mod vnet;
-pub mod wire;
 
 pub use cidr::Cidr;
 pub use device::{Device, OpenOptions};

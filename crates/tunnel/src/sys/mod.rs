@@ -4,7 +4,6 @@
 //! what the kernel returns.
 #![allow(unsafe_code)]
 
-pub mod netlink;
 #[cfg(feature = "tokio")]
 pub mod reactor;
 pub mod rtnl;

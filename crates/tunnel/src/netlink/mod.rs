@@ -1,1 +1,0 @@
-//! rtnetlink client (being written).

@@ -1,1 +1,0 @@
-//! GSO split and GRO coalesce (filled in by the offload work).

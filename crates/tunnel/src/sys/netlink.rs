@@ -1,1 +1,0 @@
-//! Netlink socket syscalls (being written).

@@ -1,1 +1,0 @@
-//! Packet views and checksums (filled in by the offload work).
