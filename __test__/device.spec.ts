@@ -25,11 +25,13 @@ rootTest('ping (ICMP and ICMPv6 echo) answered from for await with write', async
 })
 
 interface UdpResult {
+  writeStream: { datagrams: number; intact: boolean; garbage: string }
+  readStream: { found: boolean }
   v4: { inbound: { intact: boolean; checksumsValid: boolean; src: string; srcPort: number }; outbound: { intact: boolean; len: number } }
   v6: { inbound: { intact: boolean; checksumsValid: boolean; src: string; srcPort: number }; outbound: { intact: boolean; len: number } }
 }
 
-rootTest('UDP from a real socket arrives intact; a written UDP packet reaches a real socket (IPv4 and IPv6)', async (t) => {
+rootTest('UDP from a real socket arrives intact; a written UDP packet reaches a real socket (IPv4 and IPv6); write and read streams', async (t) => {
   const r = await withNetns((ns) => ns.runFixture<UdpResult>('udp'))
   for (const fam of ['v4', 'v6'] as const) {
     t.true(r[fam].inbound.intact, `${fam} inbound payload`)
@@ -38,6 +40,10 @@ rootTest('UDP from a real socket arrives intact; a written UDP packet reaches a 
     t.is(r[fam].outbound.len, 1200)
   }
   t.is(r.v4.inbound.src, '198.18.6.1')
+  t.is(r.writeStream.datagrams, 50, 'write stream: every datagram arrived')
+  t.true(r.writeStream.intact, 'write stream: payloads intact')
+  t.is(r.writeStream.garbage, 'ERR_TUN_INVALID_PACKET')
+  t.true(r.readStream.found, 'read stream delivered the datagram')
 })
 
 rootTest('close while for await waits ends the loop promptly; close is idempotent; a closed device rejects with ERR_TUN_CLOSED', async (t) => {
