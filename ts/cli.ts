@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util'
 import { Tun } from './index.js'
 import { parseEndpoint, runVpn } from './vpn.js'
 import { demo, send, sink } from './demo.js'
+import { bench, rr } from './bench.js'
 
 const USAGE = `usage: tunnel-gso <command>
 
@@ -28,6 +29,11 @@ commands:
            throughput and packets per system call with and without offload,
            then removes everything it created (also on Ctrl-C)
            --seconds N        how long each run pushes traffic (default 5)
+  bench    (root, iperf3) the VPN between two namespaces for each contender:
+           a C reference built here, --wire gso, --wire raw, --no-offload;
+           prints Gbit/s both ways, packets per syscall, CPU s/GB, 100 KB
+           request/response p50/p99, event loop p99 and RSS
+           --seconds N        iperf3 time each way (default 10)
 `
 
 function info(): number {
@@ -119,6 +125,14 @@ async function main(argv: string[]): Promise<number> {
       if (!(seconds > 0 && seconds <= 600)) throw new Error('--seconds must be from 0 to 600')
       return demo({ seconds, log: (s) => console.log(s) })
     }
+    case 'bench': {
+      const { values } = parseArgs({ args: argv.slice(1), options: { seconds: { type: 'string' } }, strict: true })
+      const seconds = values.seconds === undefined ? 10 : Number(values.seconds)
+      if (!(seconds >= 1 && seconds <= 600)) throw new Error('--seconds must be from 1 to 600')
+      return bench({ seconds, log: (s) => console.log(s) })
+    }
+    case '_rr':
+      return rr(argv[1] ?? '', argv[2] ?? '', Number(argv[3]), Number(argv[4] ?? 0))
     case '_sink':
       return sink(argv[1] ?? '', Number(argv[2]))
     case '_send':

@@ -10,15 +10,19 @@ export interface VpnStats {
   rxReads: number
   txPackets: number
   txWrites: number
+  /** Event loop delay p99 over the last interval, ms (perf_hooks.monitorEventLoopDelay). */
+  eventLoopP99Ms?: number
+  /** Resident set size, MB. */
+  rssMb?: number
 }
 
 /** Where the CLI entry point is, to run it in the namespaces. */
-function cliArgv(): string[] {
+export function cliArgv(): string[] {
   const entry = process.argv[1] ?? path.join(__dirname, 'cli.js')
   return [...process.execArgv, entry]
 }
 
-class Topology {
+export class Topology {
   readonly s: string
   readonly c: string
   readonly children: ChildProcess[] = []
@@ -70,7 +74,7 @@ class Topology {
   }
 }
 
-function waitForLine(child: ChildProcess, re: RegExp, ms: number): Promise<string> {
+export function waitForLine(child: ChildProcess, re: RegExp, ms: number): Promise<string> {
   return new Promise((resolve, reject) => {
     let buf = ''
     const timer = setTimeout(() => reject(new Error(`timed out waiting for ${re}: ${buf}`)), ms)
@@ -90,7 +94,7 @@ function waitForLine(child: ChildProcess, re: RegExp, ms: number): Promise<strin
   })
 }
 
-function lastStats(text: string): VpnStats | undefined {
+export function lastStats(text: string): VpnStats | undefined {
   const lines = text.split('\n').filter((l) => l.includes('stats '))
   const last = lines[lines.length - 1]
   if (!last) return undefined

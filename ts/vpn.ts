@@ -3,6 +3,7 @@ import * as net from 'node:net'
 import * as tls from 'node:tls'
 import { readFileSync } from 'node:fs'
 import { once } from 'node:events'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { Tun } from './index.js'
 import { FrameSplitter, PacketSplitter } from './streams.js'
 
@@ -206,7 +207,13 @@ export async function runVpn(o: VpnOptions, signal: AbortSignal): Promise<void> 
     key: readFileSync(o.tls.key),
     ca: readFileSync(o.tls.ca),
   }
-  const logStats = () => o.log(`vpn: stats ${JSON.stringify(tun.stats())}`)
+  const eld = monitorEventLoopDelay({ resolution: 10 })
+  if (o.stats) eld.enable()
+  const logStats = () => {
+    const extra = { eventLoopP99Ms: Math.round(eld.percentile(99) / 1e4) / 100, rssMb: Math.round(process.memoryUsage.rss() / 1e5) / 10 }
+    eld.reset()
+    o.log(`vpn: stats ${JSON.stringify({ ...tun.stats(), ...extra })}`)
+  }
   const timer = o.stats ? setInterval(logStats, 1000) : undefined
   try {
     if (o.role === 'server') await serve(tun, o, tlsCtx, signal)
@@ -214,6 +221,7 @@ export async function runVpn(o: VpnOptions, signal: AbortSignal): Promise<void> 
   } finally {
     clearInterval(timer)
     if (o.stats) logStats()
+    eld.disable()
     await tun.close()
   }
 }
