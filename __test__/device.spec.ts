@@ -58,6 +58,8 @@ rootTest('close while for await waits ends the loop promptly; close is idempoten
     t.is(r[k], 'ERR_TUN_CLOSED', k)
   }
   t.is(r.closed, true)
+  // 300 ms with reads pending: a 10 ms interval fires about 30 times unless something blocks the loop.
+  t.true((r.ticksWhileReading as number) >= 15, `event loop ticks while reads waited: ${r.ticksWhileReading}`)
 })
 
 interface PersistResult {

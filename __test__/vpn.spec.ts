@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import * as net from 'node:net'
 import * as path from 'node:path'
 import type { ExecutionContext } from 'ava'
-import { FIXTURES, Netns, rootTest } from './helpers/netns.js'
+import { FIXTURES, Netns, ROOT, rootTest, withNetns } from './helpers/netns.js'
 import { CLI, Proc, underlay } from './helpers/procs.js'
 
 const SERVER = ['198.18.200.1/24', '2001:db8:200::1/64']
@@ -199,4 +199,40 @@ rootTest('tunnel-gso demo cleans up on Ctrl-C', async (t) => {
   t.is(code, 130)
   await new Promise((r) => setTimeout(r, 300))
   t.deepEqual(leftovers(demo.child.pid!), { ns: [], procs: [], links: [] })
+})
+
+rootTest('vpn: the client reconnects with backoff after the server restarts', async (t) => {
+  const u = await underlay()
+  const args = ['--address', SERVER[0]!, '--wire', 'gso']
+  let server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', ...args])
+  let client: Proc | undefined
+  try {
+    await server.waitFor(/listening on/)
+    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--wire', 'gso'])
+    await client.waitFor(/connected to/)
+    t.is(await ping(u.c, '198.18.200.1'), 3)
+    t.is(await server.stop(), 0)
+    await client.waitFor(/disconnected/)
+    await client.waitFor(/retrying in \d+ ms/)
+    server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', ...args])
+    await server.waitFor(/listening on/)
+    await server.waitFor(/connected/, 30_000)
+    t.is((client.out.match(/connected to/g) ?? []).length, 2, 'connected a second time')
+    t.is(await ping(u.c, '198.18.200.1'), 3)
+  } finally {
+    await client?.stop()
+    await server.stop()
+    await u.destroy()
+  }
+})
+
+rootTest('tunnel-gso info prints what the kernel supports, as a table', async (t) => {
+  await withNetns(async (ns) => {
+    const out = await ns.exec(process.execPath, ['--import', 'tsx', path.join(ROOT, 'ts', 'cli.ts'), 'info'])
+    t.regex(out, /^kernel\s+\d+\.\d+/m)
+    t.regex(out, /^\/dev\/net\/tun\s+yes$/m)
+    t.regex(out, /^virtio-net header\s+yes$/m)
+    t.regex(out, /^TCP offload \(TSO4\/6\)\s+yes$/m)
+    t.regex(out, /^UDP offload \(USO4\/6\)\s+(yes|no \(Linux >= 6\.2\))$/m)
+  })
 })
