@@ -172,7 +172,7 @@ function collect(lines: string[]): VpnStats[] {
     .map((l) => JSON.parse(l.slice(l.indexOf('vpn: stats ') + 11)) as VpnStats)
 }
 
-export async function bench(opts: { seconds: number; log: (s: string) => void }): Promise<number> {
+export async function bench(opts: { seconds: number; only?: string; log: (s: string) => void }): Promise<number> {
   if (process.getuid?.() !== 0) {
     opts.log('tunnel-gso bench needs root: it creates network namespaces, veth and tun devices.')
     return 1
@@ -189,7 +189,7 @@ export async function bench(opts: { seconds: number; log: (s: string) => void })
     cliContender('tunnel-gso --wire gso', ['--wire', 'gso']),
     cliContender('tunnel-gso --wire raw', ['--wire', 'raw']),
     cliContender('tunnel-gso --wire raw --no-offload', ['--wire', 'raw', '--no-offload']),
-  ]
+  ].filter((c) => !opts.only || c.name.includes(opts.only))
   const rows: Row[] = []
   let current: Topology | undefined
   const onSignal = () => {

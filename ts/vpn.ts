@@ -35,6 +35,9 @@ export function parseEndpoint(s: string): { host: string; port: number } {
 
 type Conn = net.Socket | tls.TLSSocket
 
+/** Bytes the device -> socket direction may queue in the socket before it waits for 'drain'. */
+const SOCKET_BUFFER = 4 << 20
+
 function peerName(s: Conn): string {
   return `${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}`
 }
@@ -100,7 +103,9 @@ async function pumpFrames(tun: Tun, sock: Conn, log: (m: string) => void): Promi
         const last = batch[batch.length - 1]!
         // The frames of a batch lie end to end, length prefixes included: one write.
         const chunk = Buffer.from(first.buffer, first.byteOffset, last.byteOffset + last.length - first.byteOffset)
-        if (!sock.write(chunk)) await Promise.race([once(sock, 'drain'), once(sock, 'close')])
+        sock.write(chunk)
+        // Bounded buffering without a stall per batch: wait only past SOCKET_BUFFER.
+        if (sock.writableLength > SOCKET_BUFFER) await Promise.race([once(sock, 'drain'), once(sock, 'close')])
       }
       return 'device closed'
     } catch (e) {
@@ -164,9 +169,8 @@ async function pump(tun: Tun, sock: Conn, log: (m: string) => void): Promise<str
         const last = batch[batch.length - 1]!
         const contiguous = first.buffer === last.buffer
         const chunk = contiguous ? Buffer.from(first.buffer, first.byteOffset, last.byteOffset + last.length - first.byteOffset) : Buffer.concat(batch)
-        if (!sock.write(chunk)) {
-          await Promise.race([once(sock, 'drain'), once(sock, 'close')])
-        }
+        sock.write(chunk)
+        if (sock.writableLength > SOCKET_BUFFER) await Promise.race([once(sock, 'drain'), once(sock, 'close')])
       }
       return 'device closed'
     } catch (e) {
