@@ -147,29 +147,81 @@ export const MAX_FRAME = 10 + 65535 + 256
  * for it, so a 4 GB length costs nothing.
  */
 export class FrameSplitter {
-  #held: Buffer = Buffer.alloc(0)
+  /** Chunks not consumed yet (views, no copies), and their total length. */
+  #chunks: Buffer[] = []
+  #bytes = 0
 
   /** Bytes held back: an incomplete frame. */
   get pending(): number {
-    return this.#held.length
+    return this.#bytes
   }
 
+  /**
+   * Adds a chunk (which must not be reused by the caller; socket chunks are
+   * fresh). Frames inside one chunk are views on it; a frame that spans
+   * chunks is copied once, when it completes.
+   */
   push(chunk: Uint8Array): { frames: Buffer[]; error?: TunError } {
-    let buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-    if (this.#held.length > 0) buf = Buffer.concat([this.#held, buf])
-    const frames: Buffer[] = []
-    let pos = 0
-    while (buf.length - pos >= 4) {
-      const len = buf.readUInt32BE(pos)
-      if (len < 10 || len > MAX_FRAME) {
-        this.#held = Buffer.alloc(0)
-        return { frames, error: new TunError(`frame length ${len} at byte ${pos} is outside 10..${MAX_FRAME}`, 'ERR_TUN_INVALID_FRAME') }
-      }
-      if (buf.length - pos - 4 < len) break
-      frames.push(buf.subarray(pos + 4, pos + 4 + len))
-      pos += 4 + len
+    const c = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    if (c.length > 0) {
+      this.#chunks.push(c)
+      this.#bytes += c.length
     }
-    this.#held = pos < buf.length ? Buffer.from(buf.subarray(pos)) : Buffer.alloc(0)
+    const frames: Buffer[] = []
+    while (this.#bytes >= 4) {
+      const len = this.#peekLength()
+      if (len < 10 || len > MAX_FRAME) {
+        const at = this.#consumed
+        this.#chunks = []
+        this.#bytes = 0
+        return { frames, error: new TunError(`frame length ${len} at byte ${at} is outside 10..${MAX_FRAME}`, 'ERR_TUN_INVALID_FRAME') }
+      }
+      if (this.#bytes < 4 + len) break
+      this.#take(4)
+      frames.push(this.#take(len))
+    }
     return { frames }
+  }
+
+  #consumed = 0
+
+  #peekLength(): number {
+    const first = this.#chunks[0]!
+    if (first.length >= 4) return first.readUInt32BE(0)
+    const head = Buffer.alloc(4)
+    let got = 0
+    for (const c of this.#chunks) {
+      const n = Math.min(4 - got, c.length)
+      c.copy(head, got, 0, n)
+      got += n
+      if (got === 4) break
+    }
+    return head.readUInt32BE(0)
+  }
+
+  /** Removes `n` bytes from the front: a view when they lie in one chunk, else one copy. */
+  #take(n: number): Buffer {
+    this.#bytes -= n
+    this.#consumed += n
+    const first = this.#chunks[0]!
+    if (first.length > n) {
+      this.#chunks[0] = first.subarray(n)
+      return first.subarray(0, n)
+    }
+    if (first.length === n) {
+      this.#chunks.shift()
+      return first
+    }
+    const out = Buffer.allocUnsafe(n)
+    let got = 0
+    while (got < n) {
+      const c = this.#chunks[0]!
+      const k = Math.min(n - got, c.length)
+      c.copy(out, got, 0, k)
+      got += k
+      if (k === c.length) this.#chunks.shift()
+      else this.#chunks[0] = c.subarray(k)
+    }
+    return out
   }
 }
