@@ -54,28 +54,6 @@ pub fn pseudo_ip(src: IpAddr, dst: IpAddr, proto: u8, l4_len: u32) -> u64 {
 }
 
 #[cfg(test)]
-pub(crate) mod reference {
-    /// RFC 1071 as written: 16-bit words, carry folded as it goes.
-    pub(crate) fn checksum(data: &[u8], initial: u32) -> u16 {
-        let mut sum: u32 = initial;
-        let mut i = 0;
-        while i + 1 < data.len() {
-            sum += u16::from_be_bytes([data[i], data[i + 1]]) as u32;
-            sum = (sum & 0xffff) + (sum >> 16);
-            i += 2;
-        }
-        if i < data.len() {
-            sum += (data[i] as u32) << 8;
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        !(sum as u16)
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -97,14 +75,14 @@ mod tests {
                 let d = &data[offset..len];
                 assert_eq!(
                     checksum(d, 0),
-                    reference::checksum(d, 0),
+                    crate::testutil::reference_checksum(d, 0),
                     "len {len} offset {offset}"
                 );
             }
         }
         // All-ones data: the sum is 0 mod 0xffff, a corner of the fold.
         let ones = vec![0xffu8; 1500];
-        assert_eq!(checksum(&ones, 0), reference::checksum(&ones, 0));
+        assert_eq!(checksum(&ones, 0), crate::testutil::reference_checksum(&ones, 0));
     }
 
     #[test]

@@ -54,6 +54,9 @@ struct Flow {
     ack: u32,
     /// TTL/hop limit, ToS/traffic class, DF, TCP header length: must match.
     attrs: u32,
+    /// IPv6 flow label, or the IPv4 flag bits (reserved, DF): must match too,
+    /// or a member's value would be lost when the kernel segments the unit.
+    label: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +130,11 @@ fn classify(p: &[u8], cfg: GroConfig) -> (Option<Flow>, Option<Candidate>) {
         (p[7], (p[0] << 4) | (p[1] >> 4), 0)
     };
     let attrs = u32::from_be_bytes([ttl, tos, df, l4h as u8]);
+    let label = if ip.version == 4 {
+        (p[6] & 0xe0) as u32
+    } else {
+        u32::from_be_bytes([0, p[1] & 0x0f, p[2], p[3]])
+    };
     let ack = if ip.proto == TCP { u32_at(p, l4 + 8) } else { 0 };
     let flow = Flow {
         version: ip.version,
@@ -134,6 +142,7 @@ fn classify(p: &[u8], cfg: GroConfig) -> (Option<Flow>, Option<Candidate>) {
         key,
         ack,
         attrs,
+        label,
     };
     let hdr_len = l4 + l4h;
     let payload = p.len() - hdr_len;
@@ -252,7 +261,12 @@ impl Gro {
     fn can_join(&self, u: usize, c: &Candidate, len: usize) -> bool {
         let r = &self.units[u];
         let Some(f) = &r.flow else { return false };
-        if r.closed || f.ack != c.flow.ack || f.attrs != c.flow.attrs || c.payload > r.gso_size {
+        if r.closed
+            || f.ack != c.flow.ack
+            || f.attrs != c.flow.attrs
+            || f.label != c.flow.label
+            || c.payload > r.gso_size
+        {
             return false;
         }
         if r.total + c.payload > MAX_SUPER_PACKET || len - c.hdr_len != c.payload {
@@ -405,8 +419,8 @@ impl Gro {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gso::build::{checksums_valid, payload, Spec};
     use crate::gso::split;
+    use crate::testutil::{checksums_valid, payload, Spec};
 
     const ALL: GroConfig = GroConfig { tcp: true, udp: true };
 
@@ -441,6 +455,8 @@ mod tests {
         hop.ttl = 1;
         let mut tclass = Spec::tcp6();
         tclass.tos = 0x10;
+        let mut label = tcp(Spec::tcp6(), 101, 100);
+        label[3] ^= 3; // flow label (not covered by any checksum)
         let mut bad_csum = tcp(t4(), 101, 100);
         bad_csum[40] ^= 0xff; // payload byte: L4 checksum no longer matches
         let mut mf = tcp(t4(), 201, 100);

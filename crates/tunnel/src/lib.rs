@@ -27,6 +27,8 @@ pub mod packet;
 pub mod reactor;
 pub mod rtnl;
 pub mod sys;
+#[cfg(any(test, feature = "testutil"))]
+pub mod testutil;
 pub mod vnet;
 
 pub use cidr::Cidr;
