@@ -26,6 +26,14 @@ export class TunError extends Error {
   }
 }
 
+/** Linux errnos that Node's own table (libuv's) lacks but tun and netlink return. */
+const LINUX_ERRNO: Record<number, string> = {
+  61: 'ENODATA',
+  74: 'EBADMSG',
+  77: 'EBADFD', // a tun fd whose device is gone
+  95: 'EOPNOTSUPP',
+}
+
 /** A closed-device error. */
 export function closedError(): TunError {
   return new TunError('the tun device is closed', 'ERR_TUN_CLOSED')
@@ -44,11 +52,12 @@ export function fromNative(e: unknown): Error {
   const m = /^errno:(\d+):(.+)$/.exec(head)
   if (m) {
     const errno = Number(m[1])
-    let code = 'ERR_TUN'
+    let code = LINUX_ERRNO[errno] ?? 'ERR_TUN'
     try {
-      code = getSystemErrorName(-errno)
+      const name = getSystemErrorName(-errno)
+      if (!name.startsWith('Unknown')) code = name
     } catch {
-      // An errno Node does not know keeps the generic code.
+      // An errno Node does not know keeps the name from the table, or the generic code.
     }
     return new TunError(message, code, -errno, m[2])
   }

@@ -8,6 +8,7 @@ use std::io;
 use std::sync::Arc;
 
 use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 
 use crate::Device;
 
@@ -41,7 +42,9 @@ impl Reactor {
     /// Cancel safe: dropping the future loses nothing.
     pub async fn readable(&self) -> io::Result<()> {
         loop {
-            let mut guard = self.afd.readable().await?;
+            // ERROR too: a deleted device reports only EPOLLERR, and the read
+            // that follows returns its errno (EBADFD) instead of waiting forever.
+            let mut guard = self.afd.ready(Interest::READABLE | Interest::ERROR).await?;
             if self.afd.get_ref().poll_readable()? {
                 return Ok(());
             }
@@ -55,7 +58,7 @@ impl Reactor {
     /// Cancel safe: dropping the future loses nothing.
     pub async fn writable(&self) -> io::Result<()> {
         loop {
-            let mut guard = self.afd.writable().await?;
+            let mut guard = self.afd.ready(Interest::WRITABLE | Interest::ERROR).await?;
             if self.afd.get_ref().poll_writable()? {
                 return Ok(());
             }
