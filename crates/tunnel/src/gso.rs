@@ -108,7 +108,7 @@ pub fn plan(hdr: &VnetHdr, pkt: &[u8]) -> Result<Plan, GsoError> {
             })
         }
     };
-    if ip.proto != want || ip.fragment {
+    if ip.proto != want || ip.fragment || ip.routing {
         return Err(GsoError::Unsupported {
             gso_type: hdr.gso_type,
         });
@@ -375,6 +375,18 @@ mod tests {
         for (i, (h, p)) in cases.iter().enumerate() {
             assert!(split(h, p, &mut out, &mut lens).is_err(), "case {i}");
         }
+        // IPv6 with a routing header: the pseudo-header destination is elsewhere; refused, not guessed.
+        let base6 = Spec::tcp6().build(&payload(3000, 1));
+        let mut rh = base6[..40].to_vec();
+        rh[6] = 43;
+        rh.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 0]);
+        rh.extend_from_slice(&base6[40..]);
+        let plen = (rh.len() - 40) as u16;
+        rh[4..6].copy_from_slice(&plen.to_be_bytes());
+        assert!(matches!(
+            split(&vhdr(vnet::GSO_TCPV6, 1000, 48, 16), &rh, &mut out, &mut lens),
+            Err(GsoError::Unsupported { .. })
+        ));
         // hdr_len is ignored: a lying value does not matter.
         let mut h = vhdr(vnet::GSO_TCPV4, 1000, 20, 16);
         h.hdr_len = 9999;

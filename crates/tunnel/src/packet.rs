@@ -37,6 +37,9 @@ pub struct Ip {
     pub has_options: bool,
     /// A fragment (IPv4 MF or offset; an IPv6 fragment header).
     pub fragment: bool,
+    /// An IPv6 routing header: the pseudo-header's destination is then not the
+    /// header's destination field, so checksums cannot be redone from it.
+    pub routing: bool,
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<u16> {
@@ -96,6 +99,7 @@ pub fn parse_ip(b: &[u8]) -> Result<Ip, Malformed> {
                 total_len: total,
                 has_options: ihl > 20,
                 fragment: frag & 0x3fff != 0,
+                routing: false,
             })
         }
         6 => {
@@ -109,10 +113,12 @@ pub fn parse_ip(b: &[u8]) -> Result<Ip, Malformed> {
             let mut next = b[6];
             let mut off = 40;
             let mut fragment = false;
+            let mut routing = false;
             // Walk extension headers: hop-by-hop, routing, fragment, destination options, AH.
             for _ in 0..8 {
                 match next {
                     0 | 43 | 60 => {
+                        routing |= next == 43;
                         let len =
                             (*b.get(off + 1).ok_or(bad("IPv6 extension header", off))? as usize + 1) * 8;
                         next = *b.get(off).ok_or(bad("IPv6 extension header", off))?;
@@ -141,6 +147,7 @@ pub fn parse_ip(b: &[u8]) -> Result<Ip, Malformed> {
                 total_len: total,
                 has_options: off > 40,
                 fragment,
+                routing,
             })
         }
         _ => Err(bad("IP version", 0)),

@@ -161,28 +161,18 @@ impl Spec {
 
 /// True if every checksum of `p` verifies (reference implementation).
 pub fn checksums_valid(p: &[u8]) -> bool {
-    if p.len() < 40 && (p.len() < 20 || p[0] >> 4 != 4) {
+    let Ok(ip) = crate::packet::parse_ip(p) else {
         return false;
-    }
-    if p[0] >> 4 == 4 && ((p[0] & 15) as usize) * 4 > p.len() {
-        return false;
-    }
-    let v6 = p[0] >> 4 == 6;
-    let (iph, proto) = if v6 {
-        (40, p[6])
-    } else {
-        (((p[0] & 15) * 4) as usize, p[9])
     };
-    if !v6 && reference_checksum(&p[..iph], 0) != 0 {
+    if ip.total_len != p.len() || (ip.proto != 6 && ip.proto != 17) {
         return false;
     }
-    let (src, dst) = if v6 {
-        (&p[8..24], &p[24..40])
-    } else {
-        (&p[12..16], &p[16..20])
-    };
-    let ps = pseudo_sum(src, dst, proto, p.len() - iph);
-    reference_checksum(&p[iph..], ps) == 0
+    if ip.version == 4 && reference_checksum(&p[..ip.l4_offset], 0) != 0 {
+        return false;
+    }
+    let (src, dst) = crate::packet::addrs(p, ip.version);
+    let ps = pseudo_sum(src, dst, ip.proto, p.len() - ip.l4_offset);
+    reference_checksum(&p[ip.l4_offset..], ps) == 0
 }
 
 /// A deterministic payload.
