@@ -236,3 +236,45 @@ rootTest('tunnel-gso info prints what the kernel supports, as a table', async (t
     t.regex(out, /^UDP offload \(USO4\/6\)\s+(yes|no \(Linux >= 6\.2\))$/m)
   })
 })
+
+rootTest('vpn --user: the server drops to uid 65534 after opening the device and keeps working', async (t) => {
+  const u = await underlay()
+  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--user', '65534'])
+  let client: Proc | undefined
+  try {
+    await server.waitFor(/running as uid 65534/)
+    const status = execFileSync('cat', [`/proc/${server.child.pid}/status`]).toString()
+    t.regex(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m)
+    t.regex(status, /^CapEff:\s+0+$/m, 'no capabilities left')
+    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!])
+    await client.waitFor(/connected to/)
+    t.is(await ping(u.c, '198.18.200.1'), 3)
+    await transfer(t, u.c, u.s, '198.18.200.1', 5e6)
+  } finally {
+    await client?.stop()
+    await server.stop()
+    await u.destroy()
+  }
+})
+
+rootTest('vpn: a slowloris flood of silent connections is cut off at the handshake; the real client is served', async (t) => {
+  const u = await underlay()
+  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--wire', 'gso'])
+  let client: Proc | undefined
+  try {
+    await server.waitFor(/listening on/)
+    const flood = await u.c.exec(process.execPath, ['--import', 'tsx', path.join(FIXTURES, 'flood.ts'), '198.18.100.1', '7000', '60'])
+    const r = JSON.parse(flood) as { opened: number; closedByServer: number }
+    t.is(r.opened, 60)
+    t.is(r.closedByServer, 60, 'every silent connection was cut off')
+    t.regex(server.out, /refused: \d+ handshakes already pending/)
+    t.regex(server.out, /handshake failed: no handshake within 5000 ms/)
+    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!])
+    await client.waitFor(/connected to/)
+    t.is(await ping(u.c, '198.18.200.1'), 3)
+  } finally {
+    await client?.stop()
+    await server.stop()
+    await u.destroy()
+  }
+})

@@ -25,6 +25,7 @@ commands:
              --tls-cert F --tls-key F --tls-ca F
                                 mutual TLS; without them the tunnel is plaintext
              --stats            log the device counters every second
+             --user NAME|UID    drop to this user once the device is open
   demo     (root) two namespaces, a VPN between them, TCP through it: prints
            throughput and packets per system call with and without offload,
            then removes everything it created (also on Ctrl-C)
@@ -73,6 +74,7 @@ async function vpn(argv: string[]): Promise<number> {
       'tls-key': { type: 'string' },
       'tls-ca': { type: 'string' },
       stats: { type: 'boolean' },
+      user: { type: 'string' },
     },
     strict: true,
   })
@@ -100,6 +102,7 @@ async function vpn(argv: string[]): Promise<number> {
       name: values.name,
       offload: !values['no-offload'],
       stats: values.stats ?? false,
+      user: values.user,
       wire,
       tls: tlsFiles.every(Boolean) ? { cert: tlsFiles[0]!, key: tlsFiles[1]!, ca: tlsFiles[2]! } : undefined,
       log,

@@ -21,7 +21,37 @@ export interface VpnOptions {
   name?: string
   /** Log the device's counters every second and at the end. */
   stats?: boolean
+  /** Drop to this user (name or uid) once the device is open and configured. */
+  user?: string
   log: (msg: string) => void
+}
+
+/**
+ * Least privilege: once the device is open and configured (and the TLS files
+ * read), become `user` (a name from /etc/passwd, or a numeric uid) with its
+ * primary group and no supplementary groups. The open device keeps working.
+ */
+export function dropPrivileges(user: string): { uid: number; gid: number } {
+  let uid: number
+  let gid: number
+  if (/^\d+$/.test(user)) {
+    uid = Number(user)
+    gid = uid
+  } else {
+    const line = readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find((l) => l.split(':')[0] === user)
+    if (!line) throw new Error(`--user ${user}: no such user`)
+    const f = line.split(':')
+    uid = Number(f[2])
+    gid = Number(f[3])
+  }
+  if (!process.setuid || !process.setgid || !process.setgroups) throw new Error('--user needs POSIX credentials calls')
+  process.setgroups([gid])
+  process.setgid(gid)
+  process.setuid(uid)
+  if (process.getuid?.() !== uid || process.geteuid?.() !== uid) throw new Error(`could not become uid ${uid}`)
+  return { uid, gid }
 }
 
 /** Parses `HOST:PORT`, `[v6]:PORT`. */
@@ -47,6 +77,8 @@ export const WIRE_MAGIC = Buffer.from('TGSO', 'latin1')
 export const WIRE_VERSION = 1
 const HELLO = Buffer.concat([WIRE_MAGIC, Buffer.from([WIRE_VERSION, 0, 0, 0])])
 const HANDSHAKE_TIMEOUT_MS = 5000
+/** Connections allowed to sit in the handshake at once (a slowloris flood is cut off beyond). */
+const MAX_PENDING_HANDSHAKES = 32
 
 /** Reads exactly `n` bytes (or rejects on close or after `ms`), leaving the rest buffered. */
 function readExactly(sock: Conn, n: number, ms: number): Promise<Buffer> {
@@ -211,6 +243,15 @@ export async function runVpn(o: VpnOptions, signal: AbortSignal): Promise<void> 
     key: readFileSync(o.tls.key),
     ca: readFileSync(o.tls.ca),
   }
+  if (o.user !== undefined) {
+    try {
+      const { uid, gid } = dropPrivileges(o.user)
+      o.log(`vpn: running as uid ${uid} gid ${gid} from now on`)
+    } catch (e) {
+      await tun.close()
+      throw e
+    }
+  }
   const eld = monitorEventLoopDelay({ resolution: 10 })
   if (o.stats) eld.enable()
   const logStats = () => {
@@ -232,18 +273,39 @@ export async function runVpn(o: VpnOptions, signal: AbortSignal): Promise<void> 
 
 async function serve(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions | undefined, signal: AbortSignal): Promise<void> {
   let active: { sock: Conn; done: Promise<string> } | undefined
+  let handshaking = 0
   const onConn = (sock: Conn) => {
     const who = peerName(sock)
     sock.on('error', () => {})
-    if (active) {
-      // The newest client wins: a reconnecting client replaces its stale connection.
-      o.log(`vpn: ${peerName(active.sock)}: replaced by a new connection from ${who}`)
-      active.sock.destroy()
+    if (handshaking >= MAX_PENDING_HANDSHAKES) {
+      // A flood of connections: each beyond the limit is cut off at once; memory stays bounded.
+      o.log(`vpn: ${who}: refused: ${handshaking} handshakes already pending`)
+      sock.destroy()
+      return
     }
-    o.log(`vpn: ${who}: connected`)
     const start = async () => {
-      if (active) await active.done.catch(() => {})
-      const done = session(tun, sock, o)
+      // A connection takes over the device only once it has proven itself
+      // (TLS, then the gso-wire handshake), so junk cannot evict a client.
+      if (o.wire === 'gso') {
+        handshaking++
+        try {
+          await handshake(sock, 'server')
+        } catch (e) {
+          o.log(`vpn: ${who}: handshake failed: ${(e as Error).message}`)
+          sock.destroy()
+          return
+        } finally {
+          handshaking--
+        }
+      }
+      if (active) {
+        // The newest client wins: a reconnecting client replaces its stale connection.
+        o.log(`vpn: ${peerName(active.sock)}: replaced by a new connection from ${who}`)
+        active.sock.destroy()
+        await active.done.catch(() => {})
+      }
+      o.log(`vpn: ${who}: connected`)
+      const done = o.wire === 'gso' ? pumpFrames(tun, sock, o.log) : pump(tun, sock, o.log)
       const me = { sock, done }
       active = me
       const reason = await done.catch((e: Error) => `error: ${e.message}`)
