@@ -25,6 +25,8 @@ interface Row {
   p50Ms: number
   p99Ms: number
   elP99Ms?: number
+  /** Event-loop p99 of an idle Node process during the same run: the scheduling floor. */
+  idleP99Ms: number
   rssMb?: string
 }
 
@@ -209,12 +211,24 @@ export async function bench(opts: { seconds: number; only?: string; log: (s: str
         const procs = await c.start(topo)
         const logs: string[][] = procs.map(() => [])
         procs.forEach((p, i) => p.stderr!.on('data', (d: Buffer) => logs[i]!.push(d.toString())))
+        // An idle Node process beside them: its event-loop delay is what the
+        // machine's scheduling alone costs (2 cores, 4+ busy processes).
+        const idle = topo.spawn(topo.s, [
+          process.execPath,
+          '-e',
+          "const h=require('perf_hooks').monitorEventLoopDelay({resolution:10});h.enable();process.on('SIGTERM',()=>{process.stdout.write('idle '+(h.percentile(99)/1e6).toFixed(1)+'\\n');process.exit(0)});setInterval(()=>{},1000)",
+        ])
+        let idleOut = ''
+        idle.stdout!.on('data', (d: Buffer) => (idleOut += d.toString()))
         const cpu0 = procs.reduce((a, p) => a + cpuSeconds(p.pid!), 0)
         const rss0 = procs.map((p) => rssMb(p.pid!))
         const fwd = iperf(topo, opts.seconds, false)
         const rev = iperf(topo, opts.seconds, true)
         const cpu = procs.reduce((a, p) => a + cpuSeconds(p.pid!), 0) - cpu0
         const rss1 = procs.map((p) => rssMb(p.pid!))
+        idle.kill('SIGTERM')
+        await once(idle, 'exit')
+        const idleP99 = Number(/idle ([\d.]+)/.exec(idleOut)?.[1] ?? NaN)
         const lat = await requestResponse(topo, 300)
         const [ss, cs] = logs.map(collect)
         const last = (x: VpnStats[] | undefined) => x?.[x.length - 1]
@@ -229,6 +243,7 @@ export async function bench(opts: { seconds: number; only?: string; log: (s: str
           p50Ms: lat.p50,
           p99Ms: lat.p99,
           rssMb: `${Math.round(rss0.reduce((a, b) => a + b, 0))}->${Math.round(rss1.reduce((a, b) => a + b, 0))}`,
+          idleP99Ms: idleP99,
         }
         if (cLast && sLast) {
           row.perRead = cLast.rxPackets / Math.max(1, cLast.rxReads)
@@ -250,7 +265,7 @@ export async function bench(opts: { seconds: number; only?: string; log: (s: str
   const base = rows[0]
   opts.log('')
   opts.log(`VPN over TCP between two namespaces (veth), iperf3 ${opts.seconds} s each way, one run; machine: ${execFileSync('nproc').toString().trim()} cores, kernel ${execFileSync('uname', ['-r']).toString().trim()}`)
-  const header = ['contender', 'fwd Gbit/s', 'rev Gbit/s', 'vs first', 'pkts/read', 'pkts/write', 'CPU s/GB', '100KB p50 ms', 'p99 ms', 'loop p99 ms', 'RSS MB']
+  const header = ['contender', 'fwd Gbit/s', 'rev Gbit/s', 'vs first', 'pkts/read', 'pkts/write', 'CPU s/GB', '100KB p50 ms', 'p99 ms', 'loop p99 ms', 'idle loop p99 ms', 'RSS MB']
   const table = rows.map((r) => [
     r.name,
     r.fwdGbps.toFixed(2),
@@ -262,6 +277,7 @@ export async function bench(opts: { seconds: number; only?: string; log: (s: str
     r.p50Ms.toFixed(2),
     r.p99Ms.toFixed(2),
     r.elP99Ms === undefined ? '-' : r.elP99Ms.toFixed(1),
+    Number.isNaN(r.idleP99Ms) ? '-' : r.idleP99Ms.toFixed(1),
     r.rssMb ?? '-',
   ])
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)))
