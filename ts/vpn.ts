@@ -118,25 +118,61 @@ async function handshake(sock: Conn, role: 'server' | 'client'): Promise<void> {
   if (role === 'server') sock.write(HELLO)
 }
 
+/** How one wire moves data: what to read from the device, how to cut the stream, what to write. */
+interface Wire {
+  read: (signal: AbortSignal) => AsyncIterable<Buffer[]>
+  cut: (chunk: Buffer) => { items: Buffer[]; error?: Error }
+  write: (items: Buffer[]) => Promise<void>
+}
+
+function rawWire(tun: Tun): Wire {
+  const splitter = new PacketSplitter()
+  return {
+    read: (signal) => tun.batches({ signal }),
+    cut: (chunk) => {
+      const { packets, error } = splitter.push(chunk)
+      return { items: packets, error }
+    },
+    write: (packets) => tun.writeBatch(packets),
+  }
+}
+
 /**
  * `--wire gso`: frames of virtio header + super-packet pass whole between the
  * two kernels; nothing is split or merged in between. Each side's device
  * takes what it can whole and splits the rest itself.
  */
-async function pumpFrames(tun: Tun, sock: Conn, log: (m: string) => void): Promise<string> {
+function gsoWire(tun: Tun): Wire {
+  const splitter = new FrameSplitter()
+  return {
+    read: (signal) => tun.frames({ signal }),
+    cut: (chunk) => {
+      const { frames, error } = splitter.push(chunk)
+      return { items: frames, error }
+    },
+    write: (frames) => tun.writeFrames(frames),
+  }
+}
+
+/**
+ * Moves data between the device and one connection until either side ends;
+ * resolves with the reason. Device -> socket: one socket write per batch (the
+ * items of a batch lie end to end in memory), waiting for 'drain' only past
+ * SOCKET_BUFFER. Socket -> device: the async iterator pauses the socket while
+ * a write is pending.
+ */
+async function pump(sock: Conn, wire: Wire, log: (m: string) => void): Promise<string> {
   const ac = new AbortController()
   const who = peerName(sock)
   sock.setNoDelay(true)
   const out = (async () => {
     try {
-      for await (const batch of tun.frames({ signal: ac.signal })) {
+      for await (const batch of wire.read(ac.signal)) {
         if (sock.destroyed) return 'socket closed'
         const first = batch[0]!
         const last = batch[batch.length - 1]!
-        // The frames of a batch lie end to end, length prefixes included: one write.
-        const chunk = Buffer.from(first.buffer, first.byteOffset, last.byteOffset + last.length - first.byteOffset)
-        sock.write(chunk)
-        // Bounded buffering without a stall per batch: wait only past SOCKET_BUFFER.
+        const contiguous = first.buffer === last.buffer
+        sock.write(contiguous ? Buffer.from(first.buffer, first.byteOffset, last.byteOffset + last.length - first.byteOffset) : Buffer.concat(batch))
         if (sock.writableLength > SOCKET_BUFFER) await Promise.race([once(sock, 'drain'), once(sock, 'close')])
       }
       return 'device closed'
@@ -146,11 +182,10 @@ async function pumpFrames(tun: Tun, sock: Conn, log: (m: string) => void): Promi
     }
   })()
   const inbound = (async () => {
-    const splitter = new FrameSplitter()
     try {
       for await (const chunk of sock as AsyncIterable<Buffer>) {
-        const { frames, error } = splitter.push(chunk)
-        if (frames.length > 0) await tun.writeFrames(frames)
+        const { items, error } = wire.cut(chunk)
+        if (items.length > 0) await wire.write(items)
         if (error) {
           log(`vpn: ${who}: dropping connection: ${error.message}`)
           return `garbage from peer: ${error.message}`
@@ -172,7 +207,7 @@ async function pumpFrames(tun: Tun, sock: Conn, log: (m: string) => void): Promi
 
 /** Handshake (gso wire), then pump until the connection ends. */
 async function session(tun: Tun, sock: Conn, o: VpnOptions): Promise<string> {
-  if (o.wire === 'raw') return pump(tun, sock, o.log)
+  if (o.wire === 'raw') return pump(sock, rawWire(tun), o.log)
   try {
     await handshake(sock, o.role)
   } catch (e) {
@@ -180,58 +215,7 @@ async function session(tun: Tun, sock: Conn, o: VpnOptions): Promise<string> {
     sock.destroy()
     return `handshake failed: ${(e as Error).message}`
   }
-  return pumpFrames(tun, sock, o.log)
-}
-
-/**
- * Moves packets between the device and one connection until either side ends.
- * Raw wire: IP packets back to back, no framing (the Go package's protocol).
- * Resolves with the reason the connection ended.
- */
-async function pump(tun: Tun, sock: Conn, log: (m: string) => void): Promise<string> {
-  const ac = new AbortController()
-  const who = peerName(sock)
-  sock.setNoDelay(true)
-  // Device -> socket: one socket write per batch, waiting for drain (no unbounded buffering).
-  const out = (async () => {
-    try {
-      for await (const batch of tun.batches({ signal: ac.signal })) {
-        if (sock.destroyed) return 'socket closed'
-        const first = batch[0]!
-        const last = batch[batch.length - 1]!
-        const contiguous = first.buffer === last.buffer
-        const chunk = contiguous ? Buffer.from(first.buffer, first.byteOffset, last.byteOffset + last.length - first.byteOffset) : Buffer.concat(batch)
-        sock.write(chunk)
-        if (sock.writableLength > SOCKET_BUFFER) await Promise.race([once(sock, 'drain'), once(sock, 'close')])
-      }
-      return 'device closed'
-    } catch (e) {
-      if ((e as Error).name === 'AbortError') return 'connection ended'
-      throw e
-    }
-  })()
-  // Socket -> device: the async iterator pauses the socket while a write is pending.
-  const inbound = (async () => {
-    const splitter = new PacketSplitter()
-    try {
-      for await (const chunk of sock as AsyncIterable<Buffer>) {
-        const { packets, error } = splitter.push(chunk)
-        if (packets.length > 0) await tun.writeBatch(packets)
-        if (error) {
-          log(`vpn: ${who}: dropping connection: ${error.message}`)
-          return `garbage from peer: ${error.message}`
-        }
-      }
-      return 'peer closed the connection'
-    } catch (e) {
-      return `connection error: ${(e as Error).message}`
-    }
-  })()
-  const reason = await Promise.race([out, inbound])
-  ac.abort()
-  sock.destroy()
-  await Promise.allSettled([out, inbound])
-  return reason
+  return pump(sock, gsoWire(tun), o.log)
 }
 
 /** Runs the VPN until `signal` aborts. */
@@ -305,7 +289,7 @@ async function serve(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions |
         await active.done.catch(() => {})
       }
       o.log(`vpn: ${who}: connected`)
-      const done = o.wire === 'gso' ? pumpFrames(tun, sock, o.log) : pump(tun, sock, o.log)
+      const done = pump(sock, o.wire === 'gso' ? gsoWire(tun) : rawWire(tun), o.log)
       const me = { sock, done }
       active = me
       const reason = await done.catch((e: Error) => `error: ${e.message}`)

@@ -296,35 +296,13 @@ impl NativeTun {
     /// Resolves `true` when a read would not block, `false` once the device is closed.
     #[napi(ts_return_type = "Promise<boolean>")]
     pub fn readable<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, bool>> {
-        let shared = self.shared.clone();
-        env.spawn_future(async move {
-            let Some(shared) = shared else { return Ok(false) };
-            let mut rx = shared.closed.subscribe();
-            if *rx.borrow() {
-                return Ok(false);
-            }
-            tokio::select! {
-                r = shared.reactor.readable() => r.map(|_| true).map_err(|e| io_err("epoll_wait", e)),
-                _ = rx.wait_for(|c| *c) => Ok(false),
-            }
-        })
+        self.wait(env, false)
     }
 
     /// Resolves `true` when a write would not block, `false` once the device is closed.
     #[napi(ts_return_type = "Promise<boolean>")]
     pub fn writable<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, bool>> {
-        let shared = self.shared.clone();
-        env.spawn_future(async move {
-            let Some(shared) = shared else { return Ok(false) };
-            let mut rx = shared.closed.subscribe();
-            if *rx.borrow() {
-                return Ok(false);
-            }
-            tokio::select! {
-                r = shared.reactor.writable() => r.map(|_| true).map_err(|e| io_err("epoll_wait", e)),
-                _ = rx.wait_for(|c| *c) => Ok(false),
-            }
-        })
+        self.wait(env, true)
     }
 
     /// Writes whole packets in order, coalesced by flow where the device
@@ -382,6 +360,31 @@ impl NativeTun {
         if let Some(shared) = self.shared.take() {
             let _ = shared.closed.send(true);
         }
+    }
+}
+
+impl NativeTun {
+    /// Waits on the reactor for readiness, or for close(), whichever comes first.
+    fn wait<'env>(&self, env: &'env Env, write: bool) -> Result<PromiseRaw<'env, bool>> {
+        let shared = self.shared.clone();
+        env.spawn_future(async move {
+            let Some(shared) = shared else { return Ok(false) };
+            let mut rx = shared.closed.subscribe();
+            if *rx.borrow() {
+                return Ok(false);
+            }
+            let ready = async {
+                if write {
+                    shared.reactor.writable().await
+                } else {
+                    shared.reactor.readable().await
+                }
+            };
+            tokio::select! {
+                r = ready => r.map(|_| true).map_err(|e| io_err("epoll_wait", e)),
+                _ = rx.wait_for(|c| *c) => Ok(false),
+            }
+        })
     }
 }
 

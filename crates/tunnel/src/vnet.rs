@@ -41,22 +41,17 @@ pub struct VnetHdr {
 impl VnetHdr {
     /// Reads a header; `None` if `b` is shorter than [`LEN`].
     pub fn decode(b: &[u8]) -> Option<VnetHdr> {
-        let b = b.get(..LEN)?;
-        let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
-        Some(VnetHdr {
-            flags: b[0],
-            gso_type: b[1],
-            hdr_len: u16_at(2),
-            gso_size: u16_at(4),
-            csum_start: u16_at(6),
-            csum_offset: u16_at(8),
-        })
+        Self::decode_with(b, u16::from_ne_bytes)
     }
 
     /// Reads a header in little-endian byte order (the `--wire gso` format).
     pub fn decode_le(b: &[u8]) -> Option<VnetHdr> {
+        Self::decode_with(b, u16::from_le_bytes)
+    }
+
+    fn decode_with(b: &[u8], word: fn([u8; 2]) -> u16) -> Option<VnetHdr> {
         let b = b.get(..LEN)?;
-        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let u16_at = |i: usize| word([b[i], b[i + 1]]);
         Some(VnetHdr {
             flags: b[0],
             gso_type: b[1],
