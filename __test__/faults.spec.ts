@@ -5,9 +5,10 @@ interface Faults {
   linkDown: { writeDown: string; idleCpuMsWhileDown: number; readerEnd: string; deliveredAfterUp: boolean }
   deleted: { readerEnd: string; cpuMs: number; writeAfter: string }
   namespace: { readerEnd: string }
+  queueGone: { receivedOnOtherQueue: number; readerEnd: string }
 }
 
-rootTest('link down under load, device deleted while reading, namespace destroyed: clear errors, no hang, no busy loop', async (t) => {
+rootTest('link down under load, device deleted while reading, namespace destroyed, a queue gone: clear errors, no hang, no busy loop', async (t) => {
   const r = await withNetns((ns) => ns.runFixture<Faults>('faults'))
   // Link down: the kernel says EIO to writes; reads wait quietly; up again, traffic flows.
   t.is(r.linkDown.writeDown, 'EIO:write')
@@ -20,6 +21,9 @@ rootTest('link down under load, device deleted while reading, namespace destroye
   t.true(r.deleted.cpuMs < 150, `CPU after deletion: ${r.deleted.cpuMs} ms`)
   // Moved into a namespace that is then destroyed: the same.
   t.is(r.namespace.readerEnd, 'EBADFD:read')
+  // One queue of a multi-queue device closed: the other takes all the traffic.
+  t.is(r.queueGone.receivedOnOtherQueue, 20)
+  t.is(r.queueGone.readerEnd, 'done')
 })
 
 interface BadInput {

@@ -263,7 +263,11 @@ rootTest('vpn: a slowloris flood of silent connections is cut off at the handsha
   let client: Proc | undefined
   try {
     await server.waitFor(/listening on/)
+    const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(execFileSync('cat', [`/proc/${server.child.pid}/status`]).toString())?.[1] ?? 0) / 1024
+    const rssBefore = rss()
     const flood = await u.c.exec(process.execPath, ['--import', 'tsx', path.join(FIXTURES, 'flood.ts'), '198.18.100.1', '7000', '60'])
+    const rssAfter = rss()
+    t.true(rssAfter - rssBefore < 64, `server RSS ${rssBefore.toFixed(0)} -> ${rssAfter.toFixed(0)} MB across the flood`)
     const r = JSON.parse(flood) as { opened: number; closedByServer: number }
     t.is(r.opened, 60)
     t.is(r.closedByServer, 60, 'every silent connection was cut off')
