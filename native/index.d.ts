@@ -16,9 +16,10 @@ export declare class NativeTun {
   /**
    * Adopts a tun file descriptor opened elsewhere (a privileged helper's).
    * It must be attached to a tun device with IFF_NO_PI; it is owned (and
-   * closed) by the returned object from now on.
+   * closed) by the returned object from now on. `offload` (default true)
+   * asks for segmentation offload where the descriptor has a virtio header.
    */
-  static fromFd(fd: number): NativeTun
+  static fromFd(fd: number, offload?: boolean | undefined | null): NativeTun
   /** Opens another queue of this multi-queue device. */
   openQueue(): NativeTun
   /** The interface name. */

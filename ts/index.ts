@@ -230,6 +230,9 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * this unprivileged process (inherited, or over a Unix socket). The
    * descriptor must be attached to a tun device opened with `IFF_NO_PI`; it is
    * owned by the returned `Tun` from now on and closed by {@link Tun.close}.
+   * `offload` (default `true`) turns segmentation offload on where the
+   * descriptor was opened with a virtio header (`IFF_VNET_HDR`), and off
+   * (mask 0) otherwise; the header itself is handled either way.
    *
    * @throws TypeError when `fd` is not an open, attached tun descriptor.
    */
@@ -237,8 +240,8 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) {
       throw Object.assign(new TypeError(`fd must be a non-negative integer, got ${String(fd)}`), { code: 'ERR_INVALID_ARG_TYPE' })
     }
-    checkBool(options?.offload, 'offload')
-    const nt = native(() => binding.NativeTun.fromFd(fd))
+    const offload = checkBool(options?.offload, 'offload') ?? true
+    const nt = native(() => binding.NativeTun.fromFd(fd, offload))
     let mtu = 0
     try {
       mtu = native(() => binding.linkGetMtuSync(nt.index))
