@@ -30,8 +30,6 @@ export declare class NativeTun {
   get offload(): NativeOffload
   /** True if this open created the device (it did not exist before). */
   get created(): boolean
-  /** True until close(). */
-  get isOpen(): boolean
   /**
    * Reads as many packets as are ready and fit, end to end into `slab`,
    * their lengths into `lens` (native-endian u32 each: read it through a
@@ -80,20 +78,11 @@ export declare class NativeTun {
   close(): void
 }
 
-/** Validates a CIDR string without touching the kernel; throws on a bad one. */
-export declare function checkCidr(cidr: string): void
-
-/** Validates an interface name or pattern; throws on a bad one. */
-export declare function checkName(name: string): void
-
 /** Adds an address (CIDR) to interface `index`. */
 export declare function linkAddAddress(index: number, cidr: string): Promise<void>
 
 /** Routes `cidr` through interface `index`. */
 export declare function linkAddRoute(index: number, cidr: string): Promise<void>
-
-/** Deletes interface `index` (RTM_DELLINK). */
-export declare function linkDelete(index: number): Promise<void>
 
 /** The MTU of interface `index`. */
 export declare function linkGetMtu(index: number): Promise<number>

@@ -836,11 +836,8 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.NativeTun = nativeBinding.NativeTun
-module.exports.checkCidr = nativeBinding.checkCidr
-module.exports.checkName = nativeBinding.checkName
 module.exports.linkAddAddress = nativeBinding.linkAddAddress
 module.exports.linkAddRoute = nativeBinding.linkAddRoute
-module.exports.linkDelete = nativeBinding.linkDelete
 module.exports.linkGetMtu = nativeBinding.linkGetMtu
 module.exports.linkGetMtuSync = nativeBinding.linkGetMtuSync
 module.exports.linkRemoveAddress = nativeBinding.linkRemoveAddress

@@ -233,12 +233,6 @@ impl NativeTun {
         self.created
     }
 
-    /// True until close().
-    #[napi(getter)]
-    pub fn is_open(&self) -> bool {
-        self.shared.is_some()
-    }
-
     /// Reads as many packets as are ready and fit, end to end into `slab`,
     /// their lengths into `lens` (native-endian u32 each: read it through a
     /// `Uint32Array` on the same memory). Returns the count; 0 means nothing
@@ -459,24 +453,6 @@ pub fn link_get_mtu_sync(index: u32) -> Result<u32> {
 #[napi]
 pub async fn link_get_mtu(index: u32) -> Result<u32> {
     netlink(move |nl| nl.link(index).map(|l| l.mtu)).await
-}
-
-/// Deletes interface `index` (RTM_DELLINK).
-#[napi]
-pub async fn link_delete(index: u32) -> Result<()> {
-    netlink(move |nl| nl.delete_link(index)).await
-}
-
-/// Validates a CIDR string without touching the kernel; throws on a bad one.
-#[napi]
-pub fn check_cidr(cidr: String) -> Result<()> {
-    parse_cidr(&cidr).map(|_| ())
-}
-
-/// Validates an interface name or pattern; throws on a bad one.
-#[napi]
-pub fn check_name(name: String) -> Result<()> {
-    device::validate_name(&name).map_err(to_napi)
 }
 
 /// What this kernel and process can do with tun devices.

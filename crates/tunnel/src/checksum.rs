@@ -1,7 +1,6 @@
 //! The internet checksum (RFC 1071), fast: 32-bit big-endian words summed
 //! into a 64-bit accumulator, folded at the end (2^16 = 1 mod 0xffff, so the
 //! result equals the 16-bit ones'-complement sum).
-use std::net::IpAddr;
 
 /// Adds `data` to a running sum. Sums can be chained; [`fold`] finishes them.
 pub fn add(data: &[u8], mut sum: u64) -> u64 {
@@ -42,15 +41,6 @@ pub fn checksum(data: &[u8], initial: u64) -> u16 {
 /// The pseudo-header sum of IPv4 or IPv6 for `proto` and an L4 length.
 pub fn pseudo(src: &[u8], dst: &[u8], proto: u8, l4_len: u32) -> u64 {
     add(src, add(dst, 0)) + proto as u64 + (l4_len >> 16) as u64 + (l4_len & 0xffff) as u64
-}
-
-/// The pseudo-header sum from addresses.
-pub fn pseudo_ip(src: IpAddr, dst: IpAddr, proto: u8, l4_len: u32) -> u64 {
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => pseudo(&s.octets(), &d.octets(), proto, l4_len),
-        (IpAddr::V6(s), IpAddr::V6(d)) => pseudo(&s.octets(), &d.octets(), proto, l4_len),
-        _ => 0,
-    }
 }
 
 #[cfg(test)]

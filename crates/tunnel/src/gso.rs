@@ -4,7 +4,7 @@
 //! The virtio header is not trusted: header lengths come from the packet
 //! itself, `csum_start`/`csum_offset` are range-checked, and anything that
 //! does not add up is an error (the caller counts and drops it). No panics.
-use crate::checksum::{add, checksum, fold, pseudo};
+use crate::checksum::{add, checksum, fold};
 use crate::packet::{addrs, l4_header_len, parse_ip, TCP, UDP};
 use crate::vnet::{self, VnetHdr};
 
@@ -230,12 +230,6 @@ pub fn split(hdr: &VnetHdr, pkt: &[u8], out: &mut [u8], lens: &mut [u32]) -> Res
     Ok(p.segments)
 }
 
-/// The pseudo-header sum of a packet's addresses for `proto` and `l4_len` (helper for tests and GRO).
-pub fn pseudo_of(pkt: &[u8], version: u8, proto: u8, l4_len: usize) -> u64 {
-    let (s, d) = addrs(pkt, version);
-    pseudo(s, d, proto, l4_len as u32)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,7 +337,8 @@ mod tests {
     fn gso_none_needs_csum_is_finished() {
         let mut pkt = Spec::udp4().build(&payload(300, 3));
         // Replace the checksum with the pseudo-header partial sum, as the kernel hands it over.
-        let ps = pseudo_of(&pkt, 4, UDP, pkt.len() - 20);
+        let (src, dst) = addrs(&pkt, 4);
+        let ps = crate::checksum::pseudo(src, dst, UDP, (pkt.len() - 20) as u32);
         pkt[26..28].copy_from_slice(&fold(ps).to_be_bytes());
         let h = vhdr(vnet::GSO_NONE, 0, 20, 6);
         let mut out = vec![0u8; 2000];
