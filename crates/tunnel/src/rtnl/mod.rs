@@ -1,479 +1,493 @@
-//! A small rtnetlink client: addresses, routes, MTU, up/down, link deletion.
+//! A small hand-rolled rtnetlink client: addresses, routes, MTU, up/down,
+//! link lookup and deletion.
 //!
-//! Messages are built and parsed by pure functions over byte buffers
-//! ([`Msg`], [`parse_ack`], [`parse_link`]); only [`crate::sys::rtnl`] touches
-//! the socket. Every request asks for an acknowledgement, and the kernel's
-//! errno comes back as [`Error::Netlink`] naming the request.
+//! Messages are built and parsed by pure functions over byte buffers in
+//! [`msg`]; only [`crate::sys::rtnl`] touches the socket.
+//!
+//! # Error policy
+//! Every request carries `NLM_F_ACK` and a fresh sequence number; answers with
+//! another sequence number are skipped. A kernel error comes back as
+//! [`Error::Netlink`] naming the request (`RTM_NEWADDR`, ...) with the errno as
+//! a raw OS error; the kernel's extended-ack text, if any, is kept in
+//! [`Netlink::last_error_message`]. Socket failures are [`Error::Sys`]
+//! (`sendto`, `recv`; a missing answer is `ETIMEDOUT` after
+//! [`RECV_TIMEOUT_SECS`](crate::sys::rtnl::RECV_TIMEOUT_SECS) seconds), and a
+//! reply that does not parse is [`Error::Malformed`]. After a `Sys` or
+//! `Malformed` error the socket is replaced before the next request, so
+//! leftovers of an abandoned answer can never be mistaken for a new one.
+use std::fmt;
 use std::io;
-use std::net::IpAddr;
 
 use crate::sys::rtnl::RtnlSocket;
 use crate::{Cidr, Error, Result};
 
-/// `struct nlmsghdr` length.
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
+pub mod msg;
 
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
+pub use msg::{AddressEntry, LinkInfo};
+use msg::{Message, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NLM_F_DUMP_INTR};
 
-const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const RTM_GETLINK: u16 = 18;
-const RTM_NEWADDR: u16 = 20;
-const RTM_DELADDR: u16 = 21;
-const RTM_NEWROUTE: u16 = 24;
-const RTM_DELROUTE: u16 = 25;
+/// How often a dump that the kernel marks inconsistent (`NLM_F_DUMP_INTR`) is repeated.
+const DUMP_ATTEMPTS: usize = 5;
+/// The first receive buffer; it grows to fit a larger datagram.
+const RX_INITIAL: usize = 32 * 1024;
+/// No rtnetlink datagram is larger than this; a claim beyond it is malformed.
+const RX_MAX: usize = 16 * 1024 * 1024;
 
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MTU: u16 = 4;
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const IFA_FLAGS: u16 = 8;
-const IFA_F_NODAD: u32 = 0x02;
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTA_TABLE: u16 = 15;
-const RT_TABLE_MAIN: u8 = 254;
-const RTPROT_BOOT: u8 = 3;
-const RT_SCOPE_UNIVERSE: u8 = 0;
-const RT_SCOPE_LINK: u8 = 253;
-const RTN_UNICAST: u8 = 1;
-const IFF_UP: u32 = 0x1;
-
-const fn align4(n: usize) -> usize {
-    (n + 3) & !3
+/// True for what [`Netlink::routes`] reports: a configured unicast route of
+/// the main table whose output interface is `index`.
+pub(crate) fn route_through(r: &msg::RouteEntry, index: u32) -> bool {
+    r.oif == Some(index)
+        && r.table == u32::from(msg::RT_TABLE_MAIN)
+        && r.kind == msg::RTN_UNICAST
+        && r.flags & msg::RTM_F_CLONED == 0
 }
 
-/// A request being built: header, fixed part, attributes.
+/// Where an exchange stands after a datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// The final answer has not come yet.
+    More,
+    /// The acknowledgement (or, for a dump, `NLMSG_DONE`) arrived.
+    Done,
+}
+
+/// The answer side of one request: which messages belong to it and when it
+/// ends. Pure: fed datagrams, it never touches a socket.
 #[derive(Debug)]
-pub struct Msg {
-    buf: Vec<u8>,
+pub(crate) struct Exchange {
+    op: &'static str,
+    seq: u32,
+    dump: bool,
+    interrupted: bool,
+    message: Option<String>,
 }
 
-impl Msg {
-    /// Starts a message of `kind` with `flags` (REQUEST and ACK are added) and sequence `seq`.
-    pub fn new(kind: u16, flags: u16, seq: u32) -> Self {
-        let mut buf = Vec::with_capacity(128);
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // length, set by finish()
-        buf.extend_from_slice(&kind.to_ne_bytes());
-        buf.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-        buf.extend_from_slice(&seq.to_ne_bytes());
-        buf.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
-        Msg { buf }
-    }
-
-    /// Appends raw bytes (a fixed header such as `ifaddrmsg`), padded to 4.
-    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
-        self.buf.extend_from_slice(b);
-        self.buf.resize(align4(self.buf.len()), 0);
-        self
-    }
-
-    /// Appends an attribute.
-    pub fn attr(&mut self, kind: u16, data: &[u8]) -> &mut Self {
-        let len = 4 + data.len();
-        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.buf.extend_from_slice(&kind.to_ne_bytes());
-        self.bytes(data)
-    }
-
-    /// Sets the length and returns the bytes.
-    pub fn finish(mut self) -> Vec<u8> {
-        let len = self.buf.len() as u32;
-        self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
-        self.buf
-    }
-}
-
-fn family(addr: &IpAddr) -> u8 {
-    if addr.is_ipv4() {
-        libc::AF_INET as u8
-    } else {
-        libc::AF_INET6 as u8
-    }
-}
-
-fn addr_bytes(addr: &IpAddr) -> Vec<u8> {
-    match addr {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    }
-}
-
-/// `RTM_NEWADDR`/`RTM_DELADDR` for `cidr` on interface `index`.
-pub fn address_msg(kind: u16, seq: u32, index: u32, cidr: &Cidr) -> Vec<u8> {
-    let flags = if kind == RTM_NEWADDR {
-        NLM_F_CREATE | NLM_F_EXCL
-    } else {
-        0
-    };
-    let mut m = Msg::new(kind, flags, seq);
-    // struct ifaddrmsg: family, prefixlen, flags, scope, index.
-    let mut ifa = [0u8; 8];
-    ifa[0] = family(&cidr.addr);
-    ifa[1] = cidr.prefix;
-    ifa[3] = RT_SCOPE_UNIVERSE;
-    ifa[4..8].copy_from_slice(&index.to_ne_bytes());
-    m.bytes(&ifa);
-    let a = addr_bytes(&cidr.addr);
-    if cidr.is_ipv4() {
-        m.attr(IFA_LOCAL, &a);
-    }
-    m.attr(IFA_ADDRESS, &a);
-    if !cidr.is_ipv4() && kind == RTM_NEWADDR {
-        // Usable at once: no duplicate address detection on a point-to-point tun.
-        m.attr(IFA_FLAGS, &IFA_F_NODAD.to_ne_bytes());
-    }
-    m.finish()
-}
-
-/// `RTM_NEWROUTE`/`RTM_DELROUTE` for the network of `dst` through interface `index`.
-pub fn route_msg(kind: u16, seq: u32, index: u32, dst: &Cidr) -> Vec<u8> {
-    let flags = if kind == RTM_NEWROUTE {
-        NLM_F_CREATE | NLM_F_EXCL
-    } else {
-        0
-    };
-    let mut m = Msg::new(kind, flags, seq);
-    // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags(u32).
-    let mut rt = [0u8; 12];
-    rt[0] = family(&dst.addr);
-    rt[1] = dst.prefix;
-    rt[4] = RT_TABLE_MAIN;
-    rt[5] = RTPROT_BOOT;
-    rt[6] = if dst.is_ipv4() {
-        RT_SCOPE_LINK
-    } else {
-        RT_SCOPE_UNIVERSE
-    };
-    rt[7] = RTN_UNICAST;
-    m.bytes(&rt);
-    m.attr(RTA_DST, &addr_bytes(&dst.network()));
-    m.attr(RTA_OIF, &index.to_ne_bytes());
-    m.attr(RTA_TABLE, &(RT_TABLE_MAIN as u32).to_ne_bytes());
-    m.finish()
-}
-
-/// `RTM_NEWLINK` changing interface `index`: `flags`/`change` for up/down, an optional MTU.
-pub fn link_msg(kind: u16, seq: u32, index: u32, flags: u32, change: u32, mtu: Option<u32>) -> Vec<u8> {
-    let mut m = Msg::new(kind, 0, seq);
-    // struct ifinfomsg: family, pad, type(u16), index(i32), flags(u32), change(u32).
-    let mut ifi = [0u8; 16];
-    ifi[0] = libc::AF_UNSPEC as u8;
-    ifi[4..8].copy_from_slice(&(index as i32).to_ne_bytes());
-    ifi[8..12].copy_from_slice(&flags.to_ne_bytes());
-    ifi[12..16].copy_from_slice(&change.to_ne_bytes());
-    m.bytes(&ifi);
-    if let Some(mtu) = mtu {
-        m.attr(IFLA_MTU, &mtu.to_ne_bytes());
-    }
-    m.finish()
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn malformed(what: &'static str, offset: usize, len: usize) -> Error {
-    Error::Malformed { what, offset, len }
-}
-
-/// One message of a datagram: its type, sequence number and payload.
-#[derive(Debug, Clone, Copy)]
-pub struct Reply<'a> {
-    /// `nlmsg_type`.
-    pub kind: u16,
-    /// `nlmsg_seq`.
-    pub seq: u32,
-    /// The bytes after the header.
-    pub payload: &'a [u8],
-}
-
-/// Splits a datagram into messages; a truncated or inconsistent one is an error.
-pub fn messages(buf: &[u8]) -> Result<Vec<Reply<'_>>> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos + NLMSG_HDRLEN <= buf.len() {
-        let len = u32_at(buf, pos).ok_or_else(|| malformed("netlink header", pos, buf.len()))? as usize;
-        if len < NLMSG_HDRLEN || pos + len > buf.len() {
-            return Err(malformed("netlink message length", pos, buf.len()));
-        }
-        let kind = u16_at(buf, pos + 4).ok_or_else(|| malformed("netlink header", pos, buf.len()))?;
-        let seq = u32_at(buf, pos + 8).ok_or_else(|| malformed("netlink header", pos, buf.len()))?;
-        out.push(Reply {
-            kind,
+impl Exchange {
+    /// An exchange for the request `op` sent with sequence number `seq`;
+    /// `dump` if it was an `NLM_F_DUMP` request (it ends with `NLMSG_DONE`,
+    /// otherwise with the acknowledgement).
+    pub(crate) fn new(op: &'static str, seq: u32, dump: bool) -> Self {
+        Exchange {
+            op,
             seq,
-            payload: &buf[pos + NLMSG_HDRLEN..pos + len],
-        });
-        pos += align4(len);
-    }
-    if pos < buf.len() && buf.len() - pos >= 4 {
-        return Err(malformed("netlink trailing bytes", pos, buf.len()));
-    }
-    Ok(out)
-}
-
-/// The errno of an `NLMSG_ERROR` payload: `Ok(())` for an acknowledgement (error 0).
-pub fn parse_ack(payload: &[u8], op: &'static str) -> Result<()> {
-    let err = u32_at(payload, 0).ok_or_else(|| malformed("netlink error", 0, payload.len()))? as i32;
-    if err == 0 {
-        return Ok(());
-    }
-    let errno = err.checked_neg().filter(|e| *e > 0).unwrap_or(libc::EIO);
-    Err(Error::Netlink {
-        op,
-        source: io::Error::from_raw_os_error(errno),
-    })
-}
-
-/// What [`Netlink::link`] reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkInfo {
-    /// Interface index.
-    pub index: u32,
-    /// Interface name.
-    pub name: String,
-    /// MTU.
-    pub mtu: u32,
-    /// `IFF_UP` is set.
-    pub up: bool,
-}
-
-/// Parses an `RTM_NEWLINK` payload (`ifinfomsg` and attributes).
-pub fn parse_link(payload: &[u8]) -> Result<LinkInfo> {
-    let len = payload.len();
-    let index = u32_at(payload, 4).ok_or_else(|| malformed("ifinfomsg", 0, len))?;
-    let flags = u32_at(payload, 8).ok_or_else(|| malformed("ifinfomsg", 0, len))?;
-    let mut info = LinkInfo {
-        index,
-        name: String::new(),
-        mtu: 0,
-        up: flags & IFF_UP != 0,
-    };
-    let mut pos = 16;
-    while pos + 4 <= len {
-        let alen = u16_at(payload, pos).ok_or_else(|| malformed("rtattr", pos, len))? as usize;
-        let kind = u16_at(payload, pos + 2).ok_or_else(|| malformed("rtattr", pos, len))? & 0x3fff;
-        if alen < 4 || pos + alen > len {
-            return Err(malformed("rtattr length", pos, len));
+            dump,
+            interrupted: false,
+            message: None,
         }
-        let data = &payload[pos + 4..pos + alen];
-        match kind {
-            IFLA_MTU => info.mtu = u32_at(data, 0).ok_or_else(|| malformed("IFLA_MTU", pos, len))?,
-            IFLA_IFNAME => {
-                let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
-                info.name = String::from_utf8_lossy(&data[..end]).into_owned();
+    }
+
+    /// True if a message of the answer carried `NLM_F_DUMP_INTR`.
+    pub(crate) fn interrupted(&self) -> bool {
+        self.interrupted
+    }
+
+    /// The kernel's extended-ack message, if the final answer carried one.
+    pub(crate) fn take_message(&mut self) -> Option<String> {
+        self.message.take()
+    }
+
+    fn finish(&mut self, ack: msg::Ack<'_>) -> Result<Progress> {
+        self.message = ack.message.map(str::to_owned);
+        if ack.errno != 0 {
+            return Err(Error::Netlink {
+                op: self.op,
+                source: io::Error::from_raw_os_error(ack.errno),
+            });
+        }
+        Ok(Progress::Done)
+    }
+
+    /// Takes one datagram: skips messages of other sequence numbers and
+    /// `NLMSG_NOOP`/`NLMSG_OVERRUN`, hands the rest to `on_message`, and maps
+    /// the final answer. Messages after the final answer are ignored.
+    pub(crate) fn feed(
+        &mut self,
+        datagram: &[u8],
+        mut on_message: impl FnMut(&Message<'_>) -> Result<()>,
+    ) -> Result<Progress> {
+        for m in msg::messages(datagram) {
+            let m = m?;
+            if m.seq != self.seq {
+                continue; // a late answer to an earlier request
             }
-            _ => {}
+            if m.flags & NLM_F_DUMP_INTR != 0 {
+                self.interrupted = true;
+            }
+            match m.kind {
+                NLMSG_NOOP | NLMSG_OVERRUN => {}
+                NLMSG_ERROR => {
+                    let ack = msg::parse_error(&m)?;
+                    // A dump is not acknowledged, only ended by NLMSG_DONE; an
+                    // error still ends it.
+                    if !self.dump || ack.errno != 0 {
+                        return self.finish(ack);
+                    }
+                }
+                NLMSG_DONE if self.dump => {
+                    let ack = msg::parse_done(&m)?;
+                    return self.finish(ack);
+                }
+                NLMSG_DONE => {}
+                _ => on_message(&m)?,
+            }
         }
-        pos += align4(alen);
+        Ok(Progress::More)
     }
-    Ok(info)
 }
 
-/// An rtnetlink connection in the calling thread's network namespace.
-#[derive(Debug)]
+/// An rtnetlink connection (`NETLINK_ROUTE`) in the network namespace of the
+/// thread that opened it.
+///
+/// Blocking: every method sends one request and waits (at most
+/// [`RECV_TIMEOUT_SECS`](crate::sys::rtnl::RECV_TIMEOUT_SECS) seconds per
+/// datagram) for the kernel's answer. Owns its socket; not `Clone`.
 pub struct Netlink {
     sock: RtnlSocket,
+    broken: bool,
     seq: u32,
-    buf: Vec<u8>,
+    tx: Vec<u8>,
+    rx: Vec<u8>,
+    last_message: Option<String>,
+}
+
+impl fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Netlink")
+            .field("sock", &self.sock)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Netlink {
-    /// Opens a `NETLINK_ROUTE` socket.
+    /// Opens a `NETLINK_ROUTE` socket in the calling thread's network namespace.
+    ///
+    /// # Errors
+    /// [`Error::Sys`] naming `socket`, `bind` or `setsockopt`.
     pub fn open() -> Result<Self> {
-        let sock = RtnlSocket::open().map_err(|e| Error::sys("socket", e))?;
         Ok(Netlink {
-            sock,
-            seq: 1,
-            buf: vec![0; 32 * 1024],
+            sock: RtnlSocket::open()?,
+            broken: false,
+            seq: 0,
+            tx: Vec::with_capacity(256),
+            rx: vec![0; RX_INITIAL],
+            last_message: None,
         })
+    }
+
+    /// The kernel's extended-ack message about the last request (usually
+    /// why it failed, such as "Device for nexthop is not up"), if it sent one.
+    pub fn last_error_message(&self) -> Option<&str> {
+        self.last_message.as_deref()
     }
 
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
+        if self.seq == 0 {
+            self.seq = 1; // 0 is what the kernel uses for notifications
+        }
         self.seq
     }
 
-    /// Sends `msg` and waits for the answer with sequence `seq`: `NLMSG_ERROR`
-    /// (ack or errno), collecting `RTM_NEWLINK` payloads on the way for `link`.
-    fn request(&mut self, op: &'static str, seq: u32, msg: &[u8]) -> Result<Option<LinkInfo>> {
-        self.sock.send(msg).map_err(|e| Error::sys("sendto", e))?;
-        let mut link = None;
+    /// Receives one whole datagram into `self.rx`, growing it if needed; returns its length.
+    fn recv_datagram(&mut self) -> Result<usize> {
+        let recv_err = |e: io::Error| {
+            let e = if e.kind() == io::ErrorKind::WouldBlock {
+                io::Error::from_raw_os_error(libc::ETIMEDOUT)
+            } else {
+                e
+            };
+            Error::sys("recv", e)
+        };
+        let want = self.sock.recv(&mut self.rx, true).map_err(recv_err)?;
+        if want > RX_MAX {
+            return Err(Error::Malformed {
+                what: "netlink datagram size",
+                offset: 0,
+                len: want,
+            });
+        }
+        if want > self.rx.len() {
+            self.rx.resize(want, 0);
+        }
+        let got = self.sock.recv(&mut self.rx, false).map_err(recv_err)?;
+        if got > self.rx.len() {
+            return Err(Error::Malformed {
+                what: "netlink datagram (truncated)",
+                offset: self.rx.len(),
+                len: got,
+            });
+        }
+        Ok(got)
+    }
+
+    /// Sends the request in `self.tx` (built with `seq`) and feeds the answer to
+    /// `on_message` until it ends. Returns whether a dump was interrupted.
+    fn run(
+        &mut self,
+        op: &'static str,
+        seq: u32,
+        dump: bool,
+        on_message: impl FnMut(&Message<'_>) -> Result<()>,
+    ) -> Result<bool> {
+        if self.broken {
+            self.sock = RtnlSocket::open()?;
+            self.broken = false;
+        }
+        self.last_message = None;
+        let mut ex = Exchange::new(op, seq, dump);
+        let res = self.exchange(&mut ex, on_message);
+        self.last_message = ex.take_message();
+        if let Err(e) = &res {
+            if !matches!(e, Error::Netlink { .. }) {
+                self.broken = true;
+            }
+        }
+        res.map(|()| ex.interrupted())
+    }
+
+    fn exchange(
+        &mut self,
+        ex: &mut Exchange,
+        mut on_message: impl FnMut(&Message<'_>) -> Result<()>,
+    ) -> Result<()> {
+        self.sock.send(&self.tx).map_err(|e| Error::sys("sendto", e))?;
         loop {
-            let n = self.sock.recv(&mut self.buf).map_err(|e| Error::sys("recv", e))?;
-            for m in messages(&self.buf[..n])? {
-                if m.seq != seq {
-                    continue; // a late answer to something else
-                }
-                match m.kind {
-                    NLMSG_ERROR => {
-                        parse_ack(m.payload, op)?;
-                        return Ok(link);
-                    }
-                    NLMSG_DONE => return Ok(link),
-                    RTM_NEWLINK => link = Some(parse_link(m.payload)?),
-                    _ => {}
-                }
+            let n = self.recv_datagram()?;
+            let datagram = self.rx.get(..n).unwrap_or_default();
+            if ex.feed(datagram, &mut on_message)? == Progress::Done {
+                return Ok(());
             }
         }
     }
 
-    /// Adds `cidr` to interface `index`.
+    /// Dumps `kind` and collects what `parse` makes of each message,
+    /// repeating the dump if the kernel marks it inconsistent.
+    fn dump<T>(
+        &mut self,
+        op: &'static str,
+        kind: u16,
+        mut parse: impl FnMut(&Message<'_>) -> Result<Option<T>>,
+    ) -> Result<Vec<T>> {
+        for _ in 0..DUMP_ATTEMPTS {
+            let seq = self.next_seq();
+            msg::dump_request(&mut self.tx, kind, seq)?;
+            let mut out = Vec::new();
+            let interrupted = self.run(op, seq, true, |m| {
+                if let Some(item) = parse(m)? {
+                    out.push(item);
+                }
+                Ok(())
+            })?;
+            if !interrupted {
+                return Ok(out);
+            }
+        }
+        Err(Error::Netlink {
+            op,
+            source: io::Error::from_raw_os_error(libc::EINTR),
+        })
+    }
+
+    /// Sends the request in `self.tx` and waits for its acknowledgement.
+    fn ack(&mut self, op: &'static str, seq: u32) -> Result<()> {
+        self.run(op, seq, false, |_| Ok(())).map(drop)
+    }
+
+    /// Adds `cidr` to interface `index` (`RTM_NEWADDR`, `NLM_F_CREATE|NLM_F_EXCL`).
+    /// IPv4 gets `IFA_LOCAL` = `IFA_ADDRESS` (point-to-point, no broadcast); IPv6
+    /// gets `IFA_F_NODAD`, so it is usable at once. The kernel adds the prefix route.
+    ///
+    /// # Errors
+    /// `EEXIST` if it is already there, `ENODEV` for an unknown index;
+    /// [`Error::InvalidArgument`] for index 0 or a prefix too long for the family.
     pub fn add_address(&mut self, index: u32, cidr: &Cidr) -> Result<()> {
         let seq = self.next_seq();
-        self.request("RTM_NEWADDR", seq, &address_msg(RTM_NEWADDR, seq, index, cidr))
-            .map(drop)
+        msg::address_request(&mut self.tx, msg::RTM_NEWADDR, seq, index, cidr)?;
+        self.ack("RTM_NEWADDR", seq)
     }
 
-    /// Removes `cidr` from interface `index`.
+    /// Removes `cidr` (address and prefix length) from interface `index` (`RTM_DELADDR`).
+    ///
+    /// # Errors
+    /// `EADDRNOTAVAIL` if it is not there, `ENODEV` for an unknown index.
     pub fn remove_address(&mut self, index: u32, cidr: &Cidr) -> Result<()> {
         let seq = self.next_seq();
-        self.request("RTM_DELADDR", seq, &address_msg(RTM_DELADDR, seq, index, cidr))
-            .map(drop)
+        msg::address_request(&mut self.tx, msg::RTM_DELADDR, seq, index, cidr)?;
+        self.ack("RTM_DELADDR", seq)
     }
 
-    /// Routes the network of `dst` through interface `index` (main table).
+    /// Routes the network of `dst` (host bits cleared) through interface
+    /// `index`: `RTM_NEWROUTE`, main table, protocol boot, scope link,
+    /// `NLM_F_CREATE|NLM_F_EXCL`.
+    ///
+    /// # Errors
+    /// `EEXIST` if the route exists (for IPv4 that includes the prefix route
+    /// the kernel made for an address of the same network), `ENETDOWN` if the
+    /// interface is down (IPv4), `ENODEV` for an unknown index.
     pub fn add_route(&mut self, index: u32, dst: &Cidr) -> Result<()> {
         let seq = self.next_seq();
-        self.request("RTM_NEWROUTE", seq, &route_msg(RTM_NEWROUTE, seq, index, dst))
-            .map(drop)
+        msg::route_request(&mut self.tx, msg::RTM_NEWROUTE, seq, index, dst)?;
+        self.ack("RTM_NEWROUTE", seq)
     }
 
-    /// Removes the route to the network of `dst` through interface `index`.
+    /// Removes the route to the network of `dst` through interface `index`
+    /// (`RTM_DELROUTE`, main table). Only routes of protocol boot (those
+    /// [`Netlink::add_route`] and `ip route add` make) match: the kernel's own
+    /// prefix routes stay.
+    ///
+    /// # Errors
+    /// `ESRCH` if there is no such route.
     pub fn remove_route(&mut self, index: u32, dst: &Cidr) -> Result<()> {
         let seq = self.next_seq();
-        self.request("RTM_DELROUTE", seq, &route_msg(RTM_DELROUTE, seq, index, dst))
-            .map(drop)
+        msg::route_request(&mut self.tx, msg::RTM_DELROUTE, seq, index, dst)?;
+        self.ack("RTM_DELROUTE", seq)
     }
 
-    /// Sets the MTU of interface `index`.
+    /// Sets the MTU of interface `index` (`RTM_NEWLINK` with `IFLA_MTU`).
+    ///
+    /// # Errors
+    /// `EINVAL` if the device does not accept it, `ENODEV` for an unknown index.
     pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
         let seq = self.next_seq();
-        self.request(
-            "RTM_NEWLINK",
-            seq,
-            &link_msg(RTM_NEWLINK, seq, index, 0, 0, Some(mtu)),
-        )
-        .map(drop)
+        msg::link_change_request(&mut self.tx, seq, index, 0, 0, Some(mtu))?;
+        self.ack("RTM_NEWLINK", seq)
     }
 
-    /// Sets interface `index` up or down.
+    /// Sets interface `index` administratively up or down (`RTM_NEWLINK`,
+    /// `IFF_UP` in `ifi_flags` and `ifi_change`).
+    ///
+    /// # Errors
+    /// `ENODEV` for an unknown index.
     pub fn set_up(&mut self, index: u32, up: bool) -> Result<()> {
         let seq = self.next_seq();
-        let flags = if up { IFF_UP } else { 0 };
-        self.request(
-            "RTM_NEWLINK",
-            seq,
-            &link_msg(RTM_NEWLINK, seq, index, flags, IFF_UP, None),
-        )
-        .map(drop)
+        let flags = if up { msg::IFF_UP } else { 0 };
+        msg::link_change_request(&mut self.tx, seq, index, flags, msg::IFF_UP, None)?;
+        self.ack("RTM_NEWLINK", seq)
     }
 
-    /// Deletes interface `index`.
+    /// Deletes interface `index` (`RTM_DELLINK`), for example a persistent tun device.
+    ///
+    /// # Errors
+    /// `ENODEV` for an unknown index, `EOPNOTSUPP` for links that cannot be deleted (`lo`).
     pub fn delete_link(&mut self, index: u32) -> Result<()> {
         let seq = self.next_seq();
-        self.request("RTM_DELLINK", seq, &link_msg(RTM_DELLINK, seq, index, 0, 0, None))
-            .map(drop)
+        msg::link_delete_request(&mut self.tx, seq, index)?;
+        self.ack("RTM_DELLINK", seq)
     }
 
-    /// Name, MTU and up state of interface `index`.
-    pub fn link(&mut self, index: u32) -> Result<LinkInfo> {
+    fn get_link(&mut self, index: u32, name: Option<&str>) -> Result<LinkInfo> {
         let seq = self.next_seq();
-        let msg = link_msg(RTM_GETLINK, seq, index, 0, 0, None);
-        self.request("RTM_GETLINK", seq, &msg)?.ok_or(Error::Malformed {
+        msg::link_get_request(&mut self.tx, seq, index, name)?;
+        let mut link = None;
+        self.run("RTM_GETLINK", seq, false, |m| {
+            if m.kind == msg::RTM_NEWLINK {
+                link = Some(msg::parse_link(m.payload)?);
+            }
+            Ok(())
+        })?;
+        let link = link.ok_or(Error::Malformed {
             what: "RTM_GETLINK answer without a link",
+            offset: 0,
+            len: 0,
+        })?;
+        if name.is_none() && link.index != index {
+            return Err(Error::Malformed {
+                what: "RTM_GETLINK answer for another link",
+                offset: 4,
+                len: 0,
+            });
+        }
+        Ok(link)
+    }
+
+    /// Name, MTU and state of interface `index` (`RTM_GETLINK`).
+    ///
+    /// # Errors
+    /// `ENODEV` for an unknown index.
+    pub fn link(&mut self, index: u32) -> Result<LinkInfo> {
+        self.get_link(index, None)
+    }
+
+    /// The index of the interface called `name`, or `None` if there is none
+    /// (`RTM_GETLINK` by `IFLA_IFNAME`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name the kernel could not have.
+    pub fn index_of(&mut self, name: &str) -> Result<Option<u32>> {
+        match self.get_link(0, Some(name)) {
+            Ok(link) => Ok(Some(link.index)),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The IPv4 and IPv6 addresses of interface `index` (an `RTM_GETADDR`
+    /// dump, filtered here), in the kernel's order. For each, `IFA_LOCAL` is
+    /// preferred over `IFA_ADDRESS` (they differ only with a peer). IPv6
+    /// link-local addresses are included.
+    ///
+    /// # Errors
+    /// An unknown index is not an error: it has no addresses.
+    pub fn addresses(&mut self, index: u32) -> Result<Vec<Cidr>> {
+        Ok(self.address_entries(index)?.into_iter().map(|a| a.cidr).collect())
+    }
+
+    /// Like [`Netlink::addresses`], with each address's flags (`IFA_F_*`:
+    /// `IFA_F_TENTATIVE` while IPv6 duplicate address detection runs, ...).
+    pub fn address_entries(&mut self, index: u32) -> Result<Vec<msg::AddressEntry>> {
+        msg::check_index(index)?;
+        self.dump("RTM_GETADDR", msg::RTM_GETADDR, |m| {
+            if m.kind != msg::RTM_NEWADDR {
+                return Ok(None);
+            }
+            Ok(msg::parse_address(m.payload)?.filter(|a| a.index == index))
+        })
+    }
+
+    /// The destinations (network/prefix) of the unicast routes through
+    /// interface `index` in the main table, IPv4 and IPv6 (an `RTM_GETROUTE`
+    /// dump, filtered here by `RTA_OIF`). The kernel's prefix routes for the
+    /// interface's addresses are included; cached routes are not.
+    ///
+    /// # Errors
+    /// An unknown index is not an error: it has no routes.
+    pub fn routes(&mut self, index: u32) -> Result<Vec<Cidr>> {
+        msg::check_index(index)?;
+        self.dump("RTM_GETROUTE", msg::RTM_GETROUTE, |m| {
+            if m.kind != msg::RTM_NEWROUTE {
+                return Ok(None);
+            }
+            Ok(msg::parse_route(m.payload)?
+                .filter(|r| route_through(r, index))
+                .map(|r| r.dst))
+        })
+    }
+
+    /// Creates a link `name` of kind `link_kind` (`dummy`, `ifb`, ...) and
+    /// returns its index. For tests: no kernel here has to have the kind.
+    #[cfg(test)]
+    pub(crate) fn create_link(&mut self, name: &str, link_kind: &str) -> Result<u32> {
+        let seq = self.next_seq();
+        msg::link_create_request(&mut self.tx, seq, name, link_kind)?;
+        self.ack("RTM_NEWLINK", seq)?;
+        self.index_of(name)?.ok_or(Error::Malformed {
+            what: "created link not found",
             offset: 0,
             len: 0,
         })
     }
+
+    /// Creates a dummy link `name` and returns its index.
+    #[cfg(test)]
+    pub(crate) fn create_dummy(&mut self, name: &str) -> Result<u32> {
+        self.create_link(name, "dummy")
+    }
 }
 
 #[cfg(all(test, target_endian = "little"))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn newaddr_bytes() {
-        let c: Cidr = "198.18.5.1/24".parse().unwrap();
-        let m = address_msg(RTM_NEWADDR, 9, 7, &c);
-        #[rustfmt::skip]
-        let want: Vec<u8> = vec![
-            40, 0, 0, 0,   20, 0,   0x05, 0x06,   9, 0, 0, 0,   0, 0, 0, 0, // nlmsghdr: len 40, RTM_NEWADDR, REQUEST|ACK|EXCL|CREATE
-            2, 24, 0, 0,   7, 0, 0, 0,                                     // ifaddrmsg: AF_INET /24 index 7
-            8, 0, 2, 0,    198, 18, 5, 1,                                  // IFA_LOCAL
-            8, 0, 1, 0,    198, 18, 5, 1,                                  // IFA_ADDRESS
-        ];
-        assert_eq!(m, want);
-    }
-
-    #[test]
-    fn newaddr_v6_is_nodad() {
-        let c: Cidr = "2001:db8::1/64".parse().unwrap();
-        let m = address_msg(RTM_NEWADDR, 1, 3, &c);
-        assert_eq!(m.len(), 16 + 8 + 20 + 8);
-        assert_eq!(&m[44..52], &[8, 0, 8, 0, 2, 0, 0, 0]);
-    }
-
-    #[test]
-    fn route_uses_network_address() {
-        let c: Cidr = "198.18.11.77/24".parse().unwrap();
-        let m = route_msg(RTM_NEWROUTE, 1, 5, &c);
-        assert_eq!(&m[16..28], &[2, 24, 0, 0, 254, 3, 253, 1, 0, 0, 0, 0]);
-        assert_eq!(&m[28..36], &[8, 0, 1, 0, 198, 18, 11, 0]);
-        assert_eq!(&m[36..44], &[8, 0, 4, 0, 5, 0, 0, 0]);
-    }
-
-    #[test]
-    fn ack_and_errno() {
-        // NLMSG_ERROR with error 0 and with -EEXIST.
-        assert!(parse_ack(&0i32.to_ne_bytes(), "RTM_NEWADDR").is_ok());
-        let e = parse_ack(&(-17i32).to_ne_bytes(), "RTM_NEWADDR").unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(17));
-        assert_eq!(e.syscall(), Some("RTM_NEWADDR"));
-        assert!(parse_ack(&[1, 2], "x").is_err());
-    }
-
-    #[test]
-    fn link_reply() {
-        let mut p = vec![0u8; 16];
-        p[4..8].copy_from_slice(&7u32.to_ne_bytes());
-        p[8..12].copy_from_slice(&1u32.to_ne_bytes());
-        p.extend_from_slice(&[9, 0, 3, 0, b't', b'u', b'n', b'0', 0, 0, 0, 0]);
-        p.extend_from_slice(&[8, 0, 4, 0]);
-        p.extend_from_slice(&1400u32.to_ne_bytes());
-        let l = parse_link(&p).unwrap();
-        assert_eq!(
-            l,
-            LinkInfo {
-                index: 7,
-                name: "tun0".into(),
-                mtu: 1400,
-                up: true
-            }
-        );
-    }
-
-    #[test]
-    fn garbage_never_panics() {
-        let mut seed = 1u32;
-        let mut base = address_msg(RTM_NEWADDR, 1, 2, &"198.18.0.1/24".parse().unwrap());
-        for i in 0..5000 {
-            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            let at = (seed >> 8) as usize % base.len();
-            base[at] = (seed >> 16) as u8;
-            let cut = (seed >> 4) as usize % (base.len() + 1);
-            let _ = messages(&base[..cut]);
-            let _ = parse_link(&base[i % base.len()..]);
-            let _ = parse_ack(&base[..cut.min(6)], "x");
-        }
-    }
-}
+mod exchange_tests;
+#[cfg(all(test, target_endian = "little"))]
+mod fixtures;
+#[cfg(test)]
+mod netlink_as_root;
