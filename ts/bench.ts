@@ -216,7 +216,7 @@ export async function bench(opts: { seconds: number; only?: string; log: (s: str
         const idle = topo.spawn(topo.s, [
           process.execPath,
           '-e',
-          "const h=require('perf_hooks').monitorEventLoopDelay({resolution:10});h.enable();process.on('SIGTERM',()=>{process.stdout.write('idle '+(h.percentile(99)/1e6).toFixed(1)+'\\n');process.exit(0)});setInterval(()=>{},1000)",
+          "const h=require('perf_hooks').monitorEventLoopDelay({resolution:10});h.enable();process.on('SIGTERM',()=>{process.stdout.write('idle '+Math.max(0,h.percentile(99)/1e6-10).toFixed(1)+'\\n');process.exit(0)});setInterval(()=>{},1000)",
         ])
         let idleOut = ''
         idle.stdout!.on('data', (d: Buffer) => (idleOut += d.toString()))
