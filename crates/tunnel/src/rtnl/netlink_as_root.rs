@@ -1,6 +1,6 @@
-//! Kernel tests: they need `CAP_NET_ADMIN`. They run when the process is
-//! root (as in CI) or with `TUNNEL_TEST_AS_ROOT=1`, and otherwise skip with a
-//! loud reason on stderr.
+//! Kernel tests: they need `CAP_NET_ADMIN`, so they are `#[ignore]`d and
+//! counted as ignored in a plain `cargo test`; `npm test` runs them, as root,
+//! with `cargo test -p tunnel --lib -- --ignored` (scripts/rust-kernel-tests.sh).
 //!
 //! Each test also moves its own thread into a fresh network namespace
 //! (`unshare(CLONE_NEWNET)`) before touching anything, so the links and
@@ -12,22 +12,11 @@ use std::process::Command;
 
 use super::*;
 
-/// True if the kernel tests are enabled; then the calling thread is in a
-/// network namespace of its own.
-fn enabled(test: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // /proc/self belongs to the process's effective uid.
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| m.uid() == 0)
-        .unwrap_or(false);
-    if !root && std::env::var("TUNNEL_TEST_AS_ROOT").as_deref() != Ok("1") {
-        eprintln!("SKIP {test}: needs root (CAP_NET_ADMIN); run `cargo test` as root");
-        return false;
-    }
+/// Moves the calling thread into a network namespace of its own.
+fn enter_namespace(test: &str) {
     if let Err(e) = crate::sys::rtnl::unshare_network_namespace() {
         panic!("{test}: unshare(CLONE_NEWNET): {e} (kernel tests need root)");
     }
-    true
 }
 
 fn cidr(s: &str) -> Cidr {
@@ -62,10 +51,9 @@ fn test_link(nl: &mut Netlink, name: &str) -> u32 {
 }
 
 #[test]
+#[ignore = "kernel test: needs root; `npm test` runs it as root with --ignored"]
 fn netlink_addresses_v4_v6() {
-    if !enabled("netlink_addresses_v4_v6") {
-        return;
-    }
+    enter_namespace("netlink_addresses_v4_v6");
     let mut nl = Netlink::open().unwrap();
     let a = test_link(&mut nl, "nltest0");
     let b = test_link(&mut nl, "nltest1");
@@ -106,10 +94,9 @@ fn netlink_addresses_v4_v6() {
 }
 
 #[test]
+#[ignore = "kernel test: needs root; `npm test` runs it as root with --ignored"]
 fn netlink_ipv6_address_is_usable_at_once() {
-    if !enabled("netlink_ipv6_address_is_usable_at_once") {
-        return;
-    }
+    enter_namespace("netlink_ipv6_address_is_usable_at_once");
     let mut nl = Netlink::open().unwrap();
     let a = test_link(&mut nl, "nltest0");
     nl.set_up(a, true).unwrap();
@@ -126,10 +113,9 @@ fn netlink_ipv6_address_is_usable_at_once() {
 }
 
 #[test]
+#[ignore = "kernel test: needs root; `npm test` runs it as root with --ignored"]
 fn netlink_large_address_dump() {
-    if !enabled("netlink_large_address_dump") {
-        return;
-    }
+    enter_namespace("netlink_large_address_dump");
     let mut nl = Netlink::open().unwrap();
     let a = test_link(&mut nl, "nltest0");
     // Enough for a multi-datagram (NLM_F_MULTI) dump.
@@ -148,10 +134,9 @@ fn netlink_large_address_dump() {
 }
 
 #[test]
+#[ignore = "kernel test: needs root; `npm test` runs it as root with --ignored"]
 fn netlink_mtu_and_up_down() {
-    if !enabled("netlink_mtu_and_up_down") {
-        return;
-    }
+    enter_namespace("netlink_mtu_and_up_down");
     let mut nl = Netlink::open().unwrap();
     let a = test_link(&mut nl, "nltest0");
     let l = nl.link(a).unwrap();
@@ -179,10 +164,9 @@ fn netlink_mtu_and_up_down() {
 }
 
 #[test]
+#[ignore = "kernel test: needs root; `npm test` runs it as root with --ignored"]
 fn netlink_routes_v4_v6() {
-    if !enabled("netlink_routes_v4_v6") {
-        return;
-    }
+    enter_namespace("netlink_routes_v4_v6");
     let mut nl = Netlink::open().unwrap();
     let a = test_link(&mut nl, "nltest0");
     let b = test_link(&mut nl, "nltest1");
@@ -227,10 +211,9 @@ fn netlink_routes_v4_v6() {
 }
 
 #[test]
+#[ignore = "kernel test: needs root; `npm test` runs it as root with --ignored"]
 fn netlink_unknown_index() {
-    if !enabled("netlink_unknown_index") {
-        return;
-    }
+    enter_namespace("netlink_unknown_index");
     let mut nl = Netlink::open().unwrap();
     let bad = 999_999;
     let enodev = libc::ENODEV;
@@ -269,10 +252,9 @@ fn netlink_unknown_index() {
 }
 
 #[test]
+#[ignore = "kernel test: needs root; `npm test` runs it as root with --ignored"]
 fn netlink_delete_link() {
-    if !enabled("netlink_delete_link") {
-        return;
-    }
+    enter_namespace("netlink_delete_link");
     let mut nl = Netlink::open().unwrap();
     let a = test_link(&mut nl, "nltest0");
     nl.add_address(a, &cidr("198.18.6.1/24")).unwrap();
@@ -284,10 +266,9 @@ fn netlink_delete_link() {
 }
 
 #[test]
+#[ignore = "kernel test: needs root; `npm test` runs it as root with --ignored"]
 fn netlink_create_link_by_kind() {
-    if !enabled("netlink_create_link_by_kind") {
-        return;
-    }
+    enter_namespace("netlink_create_link_by_kind");
     let mut nl = Netlink::open().unwrap();
     // IFLA_LINKINFO/IFLA_INFO_KIND against the kernel, with whichever simple kind it has.
     let mut created = None;
@@ -317,10 +298,9 @@ fn netlink_create_link_by_kind() {
 }
 
 #[test]
+#[ignore = "kernel test: needs root; `npm test` runs it as root with --ignored"]
 fn netlink_many_requests_on_one_socket() {
-    if !enabled("netlink_many_requests_on_one_socket") {
-        return;
-    }
+    enter_namespace("netlink_many_requests_on_one_socket");
     let mut nl = Netlink::open().unwrap();
     // A receive buffer too small for any answer grows to fit (nothing is cut off).
     nl.rx = vec![0; 8];
