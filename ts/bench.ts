@@ -220,6 +220,9 @@ export async function bench(opts: { seconds: number; only?: string; log: (s: str
         ])
         let idleOut = ''
         idle.stdout!.on('data', (d: Buffer) => (idleOut += d.toString()))
+        // Warm-up (not counted): JIT, socket buffers and slabs reach their
+        // working size, so the RSS column shows growth under load, not start-up.
+        iperf(topo, 2, false)
         const cpu0 = procs.reduce((a, p) => a + cpuSeconds(p.pid!), 0)
         const rss0 = procs.map((p) => rssMb(p.pid!))
         const fwd = iperf(topo, opts.seconds, false)
@@ -265,12 +268,12 @@ export async function bench(opts: { seconds: number; only?: string; log: (s: str
   const base = rows[0]
   opts.log('')
   opts.log(`VPN over TCP between two namespaces (veth), iperf3 ${opts.seconds} s each way, one run; machine: ${execFileSync('nproc').toString().trim()} cores, kernel ${execFileSync('uname', ['-r']).toString().trim()}`)
-  const header = ['contender', 'fwd Gbit/s', 'rev Gbit/s', 'vs first', 'pkts/read', 'pkts/write', 'CPU s/GB', '100KB p50 ms', 'p99 ms', 'loop p99 ms', 'idle loop p99 ms', 'RSS MB']
+  const header = ['contender', 'fwd Gbit/s', 'rev Gbit/s', 'vs first (fwd/rev)', 'pkts/read', 'pkts/write', 'CPU s/GB', '100KB p50 ms', 'p99 ms', 'worst 1-s loop p99 ms', 'idle loop p99 ms', 'RSS MB (warm->end)']
   const table = rows.map((r) => [
     r.name,
     r.fwdGbps.toFixed(2),
     r.revGbps.toFixed(2),
-    base ? `${(r.fwdGbps / base.fwdGbps).toFixed(2)}x` : '',
+    base ? `${(r.fwdGbps / base.fwdGbps).toFixed(2)}x/${(r.revGbps / base.revGbps).toFixed(2)}x` : '',
     r.perRead === undefined ? '-' : r.perRead.toFixed(1),
     r.perWrite === undefined ? '-' : r.perWrite.toFixed(1),
     r.cpuPerGb.toFixed(2),
