@@ -1,5 +1,9 @@
 // The relay: two namespaces joined by two tun devices and a relay built on this
 // library (`batches()` of one side into `writeBatch` of the other).
+import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import * as path from 'node:path'
 import { rootTest, Netns, withNetns } from './helpers/netns.js'
 
 interface Stats { rxPackets: number; rxReads: number; rxDropped: number; txPackets: number; txWrites: number }
@@ -64,4 +68,29 @@ rootTest('relay with offload: false: UDP_SEGMENT datagrams arrive intact and com
   t.is(r.datagrams, 2000)
   t.is(r.distinct, 2000)
   t.is(r.bad, 0)
+})
+
+interface FallbackStep { received: number; intact: boolean; stats: { txFallbacks: number; txWrites: number; txPackets: number } }
+interface FallbackResult { offload: { tcp: boolean; udp: boolean }; afterBatch: FallbackStep; afterSecond: FallbackStep; afterFrames: FallbackStep }
+
+rootTest('a GSO write the kernel refuses with EINVAL falls back to one packet per write: every datagram arrives intact, and that protocol stops coalescing', async (t) => {
+  // An LD_PRELOAD shim stands in for a kernel that refuses GSO writes: a
+  // writev to a tun device whose virtio header has a GSO type fails with EINVAL.
+  const dir = mkdtempSync(path.join(tmpdir(), 'tgso-shim-'))
+  try {
+    const so = path.join(dir, 'einval_shim.so')
+    execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', so, path.join(__dirname, 'fixtures', 'einval_shim.c'), '-ldl'])
+    const report = path.join(dir, 'refused')
+    const r = await withNetns((ns) => ns.runFixture<FallbackResult>('fallback', [], { env: { LD_PRELOAD: so, TUNNEL_SHIM_REPORT: report } }))
+    t.true(r.offload.udp, 'this test needs UDP offload (Linux >= 6.2)')
+    t.deepEqual([r.afterBatch.received, r.afterBatch.intact], [20, true], 'coalesced writeBatch refused: all 20 datagrams arrive, intact')
+    t.is(r.afterBatch.stats.txFallbacks, 1)
+    t.deepEqual([r.afterSecond.received, r.afterSecond.intact], [20, true])
+    t.is(r.afterSecond.stats.txFallbacks, 1, 'UDP coalescing is off after the refusal: nothing more is refused')
+    t.deepEqual([r.afterFrames.received, r.afterFrames.intact], [5, true], 'a refused whole frame is split and written packet by packet')
+    t.is(r.afterFrames.stats.txFallbacks, 2)
+    t.is(readFileSync(report, 'utf8').trim(), '2', 'the shim refused exactly the two GSO writes')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 })

@@ -62,7 +62,7 @@ export class Netns {
    * and returns the JSON it prints on its last line of stdout. Rejects on a
    * non-zero exit, with the fixture's stderr.
    */
-  runFixture<T>(fixture: string, args: string[] = [], opts: { uid?: number; gid?: number; timeoutMs?: number; nodeFlags?: string[] } = {}): Promise<T> {
+  runFixture<T>(fixture: string, args: string[] = [], opts: { uid?: number; gid?: number; timeoutMs?: number; nodeFlags?: string[]; env?: Record<string, string> } = {}): Promise<T> {
     const script = path.join(FIXTURES, `${fixture}.ts`)
     const nodeArgs = [...(opts.nodeFlags ?? []), '--import', 'tsx', script, ...args]
     let argv: string[]
@@ -82,7 +82,7 @@ export class Netns {
       argv = ['netns', 'exec', this.name, process.execPath, ...nodeArgs]
     }
     return new Promise((resolve, reject) => {
-      const child = spawn('ip', argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT, env: { ...process.env, TSX_TSCONFIG_PATH: path.join(ROOT, 'tsconfig.json') } })
+      const child = spawn('ip', argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT, env: { ...process.env, ...opts.env, TSX_TSCONFIG_PATH: path.join(ROOT, 'tsconfig.json') } })
       let out = ''
       let err = ''
       child.stdout.on('data', (d: Buffer) => (out += d.toString()))
