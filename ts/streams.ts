@@ -157,9 +157,16 @@ export class FrameSplitter {
   }
 
   /**
+   * Assembles the frame that spans chunks; reused by every push(). At most
+   * one frame per push() spans chunks (the one that began before the chunk).
+   */
+  #scratch: Buffer | undefined
+
+  /**
    * Adds a chunk (which must not be reused by the caller; socket chunks are
    * fresh). Frames inside one chunk are views on it; a frame that spans
-   * chunks is copied once, when it completes.
+   * chunks is copied once, when it completes, into a buffer that the next
+   * push() overwrites: use (write) the frames of one push() before the next.
    */
   push(chunk: Uint8Array): { frames: Buffer[]; error?: TunError } {
     const c = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
@@ -212,7 +219,8 @@ export class FrameSplitter {
       this.#chunks.shift()
       return first
     }
-    const out = Buffer.allocUnsafe(n)
+    this.#scratch ??= Buffer.allocUnsafeSlow(4 + MAX_FRAME)
+    const out = this.#scratch.subarray(0, n)
     let got = 0
     while (got < n) {
       const c = this.#chunks[0]!
