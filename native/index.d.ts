@@ -34,7 +34,7 @@ export declare class NativeTun {
    * Reads as many packets as are ready and fit, end to end into `slab`,
    * their lengths into `lens` (native-endian u32 each: read it through a
    * `Uint32Array` on the same memory). Returns the count; 0 means nothing
-   * is ready (wait with `readable()`); a negative number -N means the next
+   * is ready (wait with `arm`); a negative number -N means the next
    * super-packet needs a slab of N bytes. Never waits.
    */
   recv(slab: Buffer, lens: Buffer): number
@@ -52,10 +52,18 @@ export declare class NativeTun {
    * device cannot take whole is split and written packet by packet.
    */
   sendFrames(frames: Array<Uint8Array>): number
-  /** Resolves `true` when a read would not block, `false` once the device is closed. */
-  readable(): Promise<boolean>
-  /** Resolves `true` when a write would not block, `false` once the device is closed. */
-  writable(): Promise<boolean>
+  /**
+   * Registers this queue with the poller; `waker(events)` is then called
+   * on the JS thread for each report asked for with `arm` (epoll bits:
+   * 0x1 readable, 0x4 writable, 0x8 error, 0x10 hang-up). The waker never
+   * keeps the event loop alive by itself. Once per queue.
+   */
+  setWaker(waker: (events: number) => void): void
+  /**
+   * Asks for one report of `events` (0x1 readable, 0x4 writable; 0
+   * disarms) through the waker. One `epoll_ctl`; never waits.
+   */
+  arm(events: number): void
   /**
    * Writes whole packets in order, coalesced by flow where the device
    * allows. All are accepted; what would block waits in a backlog (see
@@ -72,8 +80,8 @@ export declare class NativeTun {
   /** TUNSETPERSIST. */
   setPersist(persist: boolean): void
   /**
-   * Closes this queue: pending `readable()`/`writable()` resolve `false`
-   * at once, and the descriptor is closed when they have. Idempotent.
+   * Closes this queue: deregisters it from the poller (no report comes
+   * after this) and closes the descriptor. Idempotent.
    */
   close(): void
 }

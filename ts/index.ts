@@ -129,6 +129,33 @@ const MIN_FRAME_ROOM = 4 + 10 + 65535 + 256
 /** The most packets one native call returns. */
 const MAX_BATCH = 1024
 
+// Readiness bits of epoll(7), as the native waker reports them.
+const EV_IN = 0x1
+const EV_OUT = 0x4
+const EV_ERR = 0x8
+const EV_HUP = 0x10
+
+/**
+ * Devices with a read or write waiting for readiness. Holding them here keeps
+ * a device whose only reference is its own waiting iterator alive; the shared
+ * timer keeps the event loop alive while any waits (the native waker is weak).
+ */
+const WAITING = new Set<object>()
+let keepAlive: ReturnType<typeof setInterval> | undefined
+
+function setWaiting(tun: object, waiting: boolean): void {
+  if (waiting) {
+    if (WAITING.has(tun)) return
+    WAITING.add(tun)
+    if (WAITING.size === 1) {
+      keepAlive ??= setInterval(() => {}, 2 ** 30)
+      keepAlive.ref()
+    }
+  } else if (WAITING.delete(tun) && WAITING.size === 0) {
+    keepAlive?.unref()
+  }
+}
+
 function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? Object.assign(new Error('The operation was aborted'), { name: 'AbortError', code: 'ABORT_ERR' })
 }
@@ -155,12 +182,97 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
   readonly #lens = new Uint32Array(this.#lensBuf.buffer, 0, MAX_BATCH)
   #readLock: Promise<void> = Promise.resolve()
   #writeLock: Promise<void> = Promise.resolve()
+  /** Resolvers of reads and writes waiting for readiness. */
+  #readWaiters: Array<(ready: boolean) => void> = []
+  #writeWaiters: Array<(ready: boolean) => void> = []
 
   private constructor(nativeTun: NativeTun, mtu: number) {
     this.#native = nativeTun
     this.#name = nativeTun.name
     this.#index = nativeTun.index
     this.#mtu = mtu
+    const waker = Tun.#waker(new WeakRef(this))
+    native(() => nativeTun.setWaker(waker))
+  }
+
+  /**
+   * The function the native poller calls. It holds the device only weakly
+   * (and nothing else: a closure made in the constructor would hold the
+   * native object too), so an unreachable device is still collected and its
+   * finalizer closes the fd.
+   */
+  static #waker(ref: WeakRef<Tun>): (events: number) => void {
+    return (events) => {
+      const tun = ref.deref()
+      if (tun) tun.#onReady(events)
+    }
+  }
+
+  /** The poller reported `events`: wake the waiters they concern, re-arm for the rest. */
+  #onReady(events: number): void {
+    if (this.#closed) return
+    const wakeRead = (events & (EV_IN | EV_ERR | EV_HUP)) !== 0 && this.#readWaiters.length > 0
+    const wakeWrite = (events & (EV_OUT | EV_ERR | EV_HUP)) !== 0 && this.#writeWaiters.length > 0
+    const r = wakeRead ? this.#readWaiters.splice(0) : []
+    const w = wakeWrite ? this.#writeWaiters.splice(0) : []
+    try {
+      this.#arm()
+    } catch {
+      // The device is failing: wake everyone; their read or write reports why.
+      r.push(...this.#readWaiters.splice(0))
+      w.push(...this.#writeWaiters.splice(0))
+      setWaiting(this, false)
+    }
+    for (const f of r) f(true)
+    for (const f of w) f(true)
+  }
+
+  /** Asks the poller for what the current waiters need (one epoll_ctl). */
+  #arm(): void {
+    const want = (this.#readWaiters.length > 0 ? EV_IN : 0) | (this.#writeWaiters.length > 0 ? EV_OUT : 0)
+    setWaiting(this, want !== 0)
+    if (want !== 0) this.#native.arm(want)
+  }
+
+  /**
+   * A promise of readiness (`true`), or `false` when the device is closed,
+   * and its waiter (to abandon the wait with {@link Tun.#unwait}).
+   */
+  #ready(write: boolean): { promise: Promise<boolean>; waiter?: (ready: boolean) => void } {
+    if (this.#closed) return { promise: Promise.resolve(false) }
+    let waiter: ((ready: boolean) => void) | undefined
+    const promise = new Promise<boolean>((resolve, reject) => {
+      const list = write ? this.#writeWaiters : this.#readWaiters
+      list.push(resolve)
+      try {
+        this.#arm()
+        waiter = resolve
+      } catch (e) {
+        list.splice(list.indexOf(resolve), 1)
+        try {
+          this.#arm()
+        } catch {
+          // Reported by the rejection below.
+        }
+        reject(e)
+      }
+    })
+    return { promise, waiter }
+  }
+
+  /** Takes a waiter out (its wait was abandoned), and re-arms for the rest. */
+  #unwait(resolve: (ready: boolean) => void): void {
+    for (const list of [this.#readWaiters, this.#writeWaiters]) {
+      const i = list.indexOf(resolve)
+      if (i >= 0) list.splice(i, 1)
+    }
+    if (!this.#closed) {
+      try {
+        this.#arm()
+      } catch {
+        // The device is failing; the next read or write reports it.
+      }
+    }
   }
 
   /**
@@ -391,7 +503,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
           this.#slabPos = pos
           return out
         }
-        const ready = await this.#wait(this.#native.readable(), signal)
+        const ready = await this.#wait(false, signal)
         if (!ready) return null
       }
     } finally {
@@ -399,30 +511,31 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     }
   }
 
-  /** Tracks a native wait so that close() can wait for it, and races it with `signal`. */
-  #wait(p: Promise<boolean>, signal: AbortSignal | undefined): Promise<boolean> {
-    const tracked = p.catch((e: unknown) => {
-      throw fromNative(e)
-    })
-    this.#pending.add(tracked)
-    const done = () => this.#pending.delete(tracked)
-    tracked.then(done, done)
-    if (!signal) return tracked
-    return new Promise<boolean>((resolve, reject) => {
-      const onAbort = () => reject(abortReason(signal))
-      if (signal.aborted) return onAbort()
-      signal.addEventListener('abort', onAbort, { once: true })
-      tracked.then(
+  /** Waits for readiness, tracked so that close() can wait for it; `signal` abandons the wait. */
+  #wait(write: boolean, signal: AbortSignal | undefined): Promise<boolean> {
+    const p = new Promise<boolean>((resolve, reject) => {
+      if (signal?.aborted) return reject(abortReason(signal))
+      const { promise, waiter } = this.#ready(write)
+      const onAbort = () => {
+        if (waiter) this.#unwait(waiter)
+        reject(abortReason(signal!))
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      promise.then(
         (v) => {
-          signal.removeEventListener('abort', onAbort)
+          signal?.removeEventListener('abort', onAbort)
           resolve(v)
         },
         (e: unknown) => {
-          signal.removeEventListener('abort', onAbort)
-          reject(e)
+          signal?.removeEventListener('abort', onAbort)
+          reject(fromNative(e))
         },
       )
     })
+    this.#pending.add(p)
+    const done = () => this.#pending.delete(p)
+    p.then(done, done)
+    return p
   }
 
   /**
@@ -464,7 +577,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
       if (this.#closed) throw closedError()
       native(send)
       while (this.#native.backlog > 0) {
-        if (!(await this.#wait(this.#native.writable(), undefined))) throw closedError()
+        if (!(await this.#wait(true, undefined))) throw closedError()
         native(() => this.#native.flush())
       }
     } finally {
@@ -572,6 +685,9 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     if (this.#closing) return this.#closing
     this.#closed = true
     this.#native.close()
+    setWaiting(this, false)
+    for (const f of this.#readWaiters.splice(0)) f(false)
+    for (const f of this.#writeWaiters.splice(0)) f(false)
     this.#closing = Promise.allSettled([...this.#pending]).then(() => {})
     return this.#closing
   }

@@ -3,18 +3,20 @@
 //! Data moves through memory that V8 owns (Electron forbids external buffers):
 //! JavaScript hands in a slab and a lengths array, Rust reads packets into
 //! them on the JS thread with non-blocking calls. Only waiting for readiness
-//! happens on tokio's reactor, and it never holds a JavaScript value.
+//! happens elsewhere: on the core's poller thread (one `epoll_wait` per
+//! process), which posts the event bits to the JS thread through a weak
+//! thread-safe function and never holds a JavaScript value.
 #![deny(clippy::all)]
 
 use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
-use tokio::sync::watch;
 use tunnel::batch::{Rx, Tx};
 use tunnel::device::{self, Offloads};
 use tunnel::gro::GroConfig;
-use tunnel::reactor::Reactor;
+use tunnel::poller::{Callback, Registration};
 use tunnel::rtnl::Netlink;
 use tunnel::{Cidr, Device, Error as CoreError, OpenOptions};
 
@@ -111,20 +113,21 @@ pub struct NativeOffload {
 }
 
 struct Shared {
-    reactor: Reactor,
-    closed: watch::Sender<bool>,
+    /// Set by `setWaker`; dropped (deregistered) before the device.
+    reg: Option<Registration>,
+    dev: Arc<Device>,
 }
 
 impl Shared {
     fn dev(&self) -> &Device {
-        self.reactor.device()
+        &self.dev
     }
 }
 
 /// One queue of a TUN device. Used by the TypeScript `Tun` class only.
 #[napi]
 pub struct NativeTun {
-    shared: Option<Arc<Shared>>,
+    shared: Option<Shared>,
     name: String,
     index: u32,
     offloads: Offloads,
@@ -142,11 +145,11 @@ fn register(dev: Device, offloads: Offloads, gro: GroConfig) -> Result<NativeTun
     let name = dev.name().to_string();
     let index = dev.index();
     let created = dev.created();
-    let dev = Arc::new(dev);
-    let reactor = within_runtime_if_available(|| Reactor::new(dev)).map_err(|e| io_err("epoll_ctl", e))?;
-    let (closed, _) = watch::channel(false);
     Ok(NativeTun {
-        shared: Some(Arc::new(Shared { reactor, closed })),
+        shared: Some(Shared {
+            reg: None,
+            dev: Arc::new(dev),
+        }),
         name,
         index,
         offloads,
@@ -236,7 +239,7 @@ impl NativeTun {
     /// Reads as many packets as are ready and fit, end to end into `slab`,
     /// their lengths into `lens` (native-endian u32 each: read it through a
     /// `Uint32Array` on the same memory). Returns the count; 0 means nothing
-    /// is ready (wait with `readable()`); a negative number -N means the next
+    /// is ready (wait with `arm`); a negative number -N means the next
     /// super-packet needs a slab of N bytes. Never waits.
     #[napi]
     pub fn recv(&mut self, mut slab: BufferSlice, mut lens: BufferSlice) -> Result<i64> {
@@ -289,16 +292,43 @@ impl NativeTun {
         Ok(n as u32)
     }
 
-    /// Resolves `true` when a read would not block, `false` once the device is closed.
-    #[napi(ts_return_type = "Promise<boolean>")]
-    pub fn readable<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, bool>> {
-        self.wait(env, false)
+    /// Registers this queue with the poller; `waker(events)` is then called
+    /// on the JS thread for each report asked for with `arm` (epoll bits:
+    /// 0x1 readable, 0x4 writable, 0x8 error, 0x10 hang-up). The waker never
+    /// keeps the event loop alive by itself. Once per queue.
+    #[napi(ts_args_type = "waker: (events: number) => void")]
+    pub fn set_waker(&mut self, waker: Function<u32, ()>) -> Result<()> {
+        let shared = self.shared.as_mut().ok_or_else(closed)?;
+        if shared.reg.is_some() {
+            return Err(to_napi(CoreError::InvalidArgument(
+                "the waker is set already".into(),
+            )));
+        }
+        let tsfn = waker
+            .build_threadsafe_function::<u32>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build()?;
+        let cb: Callback = Arc::new(move |events| {
+            // Fails only while the environment shuts down: nobody waits then.
+            let _ = tsfn.call(events, ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        let reg = Registration::new(Arc::clone(&shared.dev) as tunnel::poller::Pollable, cb)
+            .map_err(|e| io_err("epoll_ctl", e))?;
+        shared.reg = Some(reg);
+        Ok(())
     }
 
-    /// Resolves `true` when a write would not block, `false` once the device is closed.
-    #[napi(ts_return_type = "Promise<boolean>")]
-    pub fn writable<'env>(&self, env: &'env Env) -> Result<PromiseRaw<'env, bool>> {
-        self.wait(env, true)
+    /// Asks for one report of `events` (0x1 readable, 0x4 writable; 0
+    /// disarms) through the waker. One `epoll_ctl`; never waits.
+    #[napi]
+    pub fn arm(&self, events: u32) -> Result<()> {
+        let reg = self
+            .shared
+            .as_ref()
+            .and_then(|s| s.reg.as_ref())
+            .ok_or_else(closed)?;
+        reg.arm(events).map_err(|e| io_err("epoll_ctl", e))
     }
 
     /// Writes whole packets in order, coalesced by flow where the device
@@ -349,38 +379,11 @@ impl NativeTun {
         shared.dev().set_persist(persist).map_err(to_napi)
     }
 
-    /// Closes this queue: pending `readable()`/`writable()` resolve `false`
-    /// at once, and the descriptor is closed when they have. Idempotent.
+    /// Closes this queue: deregisters it from the poller (no report comes
+    /// after this) and closes the descriptor. Idempotent.
     #[napi]
     pub fn close(&mut self) {
-        if let Some(shared) = self.shared.take() {
-            let _ = shared.closed.send(true);
-        }
-    }
-}
-
-impl NativeTun {
-    /// Waits on the reactor for readiness, or for close(), whichever comes first.
-    fn wait<'env>(&self, env: &'env Env, write: bool) -> Result<PromiseRaw<'env, bool>> {
-        let shared = self.shared.clone();
-        env.spawn_future(async move {
-            let Some(shared) = shared else { return Ok(false) };
-            let mut rx = shared.closed.subscribe();
-            if *rx.borrow() {
-                return Ok(false);
-            }
-            let ready = async {
-                if write {
-                    shared.reactor.writable().await
-                } else {
-                    shared.reactor.readable().await
-                }
-            };
-            tokio::select! {
-                r = ready => r.map(|_| true).map_err(|e| io_err("epoll_wait", e)),
-                _ = rx.wait_for(|c| *c) => Ok(false),
-            }
-        })
+        self.shared = None;
     }
 }
 

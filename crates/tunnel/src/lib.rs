@@ -12,7 +12,7 @@
 //! - [`cidr`]: CIDR parsing shared by the options and netlink.
 //! - [`device`]: the synchronous, non-blocking device.
 //! - [`batch`]: batched reads into a caller's slab and batched writes.
-//! - `reactor` (feature `tokio`): readiness on tokio's `AsyncFd`.
+//! - [`poller`]: one-shot readiness from one epoll thread per process.
 #![deny(unsafe_code)]
 
 pub mod batch;
@@ -23,8 +23,7 @@ pub mod error;
 pub mod gro;
 pub mod gso;
 pub mod packet;
-#[cfg(feature = "tokio")]
-pub mod reactor;
+pub mod poller;
 pub mod rtnl;
 pub mod sys;
 #[cfg(any(test, feature = "testutil"))]

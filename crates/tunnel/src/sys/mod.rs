@@ -4,7 +4,6 @@
 //! what the kernel returns.
 #![allow(unsafe_code)]
 
-#[cfg(feature = "tokio")]
-pub mod reactor;
+pub mod epoll;
 pub mod rtnl;
 pub mod tun;
