@@ -11,6 +11,7 @@ const MAX_IP_PACKET = 65535 + 40
  * that lie inside one chunk are returned as views on it (no copy).
  */
 export class PacketSplitter {
+  /** The start of a packet that is not complete yet (copies), and its length so far. */
   #held: Buffer[] = []
   #heldBytes = 0
 
@@ -22,17 +23,30 @@ export class PacketSplitter {
   /**
    * Adds a chunk; returns the packets completed by it, in order. When the
    * stream holds bytes that are not an IP packet, `error` says why and
-   * `packets` holds the whole packets that came before them.
+   * `packets` holds the whole packets that came before them. Only a packet
+   * that spans chunks is copied (once, when it completes); the others are
+   * views on `chunk`.
    */
   push(chunk: Uint8Array): { packets: Buffer[]; error?: TunError } {
-    let buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-    if (this.#heldBytes > 0) {
-      buf = Buffer.concat([...this.#held, buf])
-      this.#held = []
-      this.#heldBytes = 0
-    }
+    const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
     const packets: Buffer[] = []
     let pos = 0
+    if (this.#heldBytes > 0) {
+      // Complete the held packet with as few bytes of this chunk as it needs.
+      const head = this.#held.length === 1 && this.#heldBytes >= 40 ? this.#held[0]! : Buffer.concat([...this.#held, buf.subarray(0, 40)])
+      const len = ipPacketLength(head)
+      if (typeof len === 'string') {
+        if (/needs \d+ bytes/.test(len)) return this.#hold(buf, 0, packets)
+        return { packets, error: new TunError(`the stream is not an IP packet: ${len}`, 'ERR_TUN_INVALID_PACKET') }
+      }
+      if (len > MAX_IP_PACKET) return { packets, error: new TunError(`packet length ${len} is too large`, 'ERR_TUN_INVALID_PACKET') }
+      const need = len - this.#heldBytes
+      if (buf.length < need) return this.#hold(buf, 0, packets)
+      packets.push(Buffer.concat([...this.#held, buf.subarray(0, need)], len))
+      this.#held = []
+      this.#heldBytes = 0
+      pos = need
+    }
     while (pos < buf.length) {
       const rest = buf.subarray(pos)
       const len = ipPacketLength(rest)
@@ -48,8 +62,12 @@ export class PacketSplitter {
       packets.push(rest.subarray(0, len))
       pos += len
     }
+    return this.#hold(buf, pos, packets)
+  }
+
+  /** Keeps a copy of `buf` from `pos` (the caller may reuse its chunk). */
+  #hold(buf: Buffer, pos: number, packets: Buffer[]): { packets: Buffer[] } {
     if (pos < buf.length) {
-      // Keep a copy: the caller may reuse its chunk.
       const tail = Buffer.from(buf.subarray(pos))
       this.#held.push(tail)
       this.#heldBytes += tail.length
