@@ -20,7 +20,10 @@ import {
   checkMtu,
   checkName,
   checkSignal,
+  checkBufferSource,
+  checkReadBuffer,
   ipPacketLength,
+  type BufferSource,
   MIN_MTU_IPV6,
   parseCidr,
 } from './validate.js'
@@ -68,10 +71,25 @@ export interface TunOptions {
   group?: number
 }
 
-/** Options of {@link Tun.packets} and {@link Tun.batches}. */
+/** Options of {@link Tun.packets}, {@link Tun.batches} and {@link Tun.frames}. */
 export interface ReadOptions {
   /** Aborting rejects the pending read with the signal's reason; the device stays open. */
   signal?: AbortSignal
+  /**
+   * Memory to read into, for callers that recycle it (relays that hand each
+   * batch to a socket and get the memory back once the socket took it).
+   * Default: fresh memory that is never reused, so keeping a packet is safe.
+   *
+   * - a `Uint8Array`: every batch is read into it, from its start: the
+   *   packets of a batch are valid only until the next batch is read.
+   * - a function: called once per batch for the buffer to read into (a pool's
+   *   `take`); the packets of a batch are views on what it returned.
+   *
+   * A buffer must hold at least 65,805 bytes (one largest frame), else
+   * `RangeError`. A super-packet whose split does not fit is read into fresh
+   * memory of its own instead, so check `batch[0].buffer` before recycling.
+   */
+  buffer?: Uint8Array | (() => Uint8Array)
 }
 
 /** Counters of one queue. Reads and writes count system calls. */
@@ -426,9 +444,10 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    */
   async *batches(options: ReadOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
     const signal = checkSignal(options?.signal)
+    const source = checkBufferSource(options?.buffer)
     if (this.#closed) throw closedError()
     for (;;) {
-      const batch = await this.#readBatch(signal, false)
+      const batch = await this.#readBatch(signal, false, source)
       if (batch === null) return
       yield batch
     }
@@ -444,9 +463,10 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    */
   async *frames(options: ReadOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
     const signal = checkSignal(options?.signal)
+    const source = checkBufferSource(options?.buffer)
     if (this.#closed) throw closedError()
     for (;;) {
-      const batch = await this.#readBatch(signal, true)
+      const batch = await this.#readBatch(signal, true, source)
       if (batch === null) return
       yield batch
     }
@@ -468,39 +488,47 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     await this.#sendLocked(() => this.#native.sendFrames(frames as Uint8Array[]))
   }
 
-  async #readBatch(signal: AbortSignal | undefined, frames: boolean): Promise<Buffer[] | null> {
-    // One reader at a time: the slab position is shared.
+  async #readBatch(signal: AbortSignal | undefined, frames: boolean, source: BufferSource | undefined): Promise<Buffer[] | null> {
+    // One reader at a time: the slab position and the lengths array are shared.
     const prev = this.#readLock
     let release!: () => void
     this.#readLock = new Promise<void>((r) => (release = r))
     try {
       await prev
+      // The caller's buffer for this batch, taken once (a pool's take is not
+      // called again while the read waits).
+      let given: Buffer | undefined
       for (;;) {
         if (this.#closed) return null
         signal?.throwIfAborted()
-        if (this.#slab.length - this.#slabPos < (frames ? MIN_FRAME_ROOM : MIN_ROOM)) {
-          this.#slab = Buffer.allocUnsafeSlow(SLAB_SIZE)
-          this.#slabPos = 0
+        let room: Buffer
+        if (source !== undefined) {
+          given ??= checkReadBuffer(typeof source === 'function' ? source() : source, 'the buffer of this batch')
+          room = given
+        } else {
+          if (this.#slab.length - this.#slabPos < (frames ? MIN_FRAME_ROOM : MIN_ROOM)) {
+            this.#slab = Buffer.allocUnsafeSlow(SLAB_SIZE)
+            this.#slabPos = 0
+          }
+          room = this.#slab.subarray(this.#slabPos)
         }
-        const room = this.#slab.subarray(this.#slabPos)
         const n = frames
           ? native(() => this.#native.recvFrames(room, this.#lensBuf))
           : native(() => this.#native.recv(room, this.#lensBuf))
         if (n < 0) {
-          // The next super-packet needs more room than this slab has left.
+          // The next super-packet needs more room than is left: fresh memory of its own.
           this.#slab = Buffer.allocUnsafeSlow(Math.max(SLAB_SIZE, -n))
           this.#slabPos = 0
+          if (source === undefined) continue
+          const k = native(() => this.#native.recv(this.#slab, this.#lensBuf))
+          // Not shared with later slab reads: the caller may keep it.
+          this.#slabPos = this.#slab.length
+          if (k > 0) return this.#cut(this.#slab, 0, k)
           continue
         }
         if (n > 0) {
-          const out = new Array<Buffer>(n)
-          let pos = this.#slabPos
-          for (let i = 0; i < n; i++) {
-            const len = this.#lens[i]!
-            out[i] = this.#slab.subarray(pos, pos + len)
-            pos += len
-          }
-          this.#slabPos = pos
+          const out = this.#cut(room, 0, n)
+          if (source === undefined) this.#slabPos += this.#cutEnd
           return out
         }
         const ready = await this.#wait(false, signal)
@@ -509,6 +537,21 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     } finally {
       release()
     }
+  }
+
+  /** Where the last {@link Tun.#cut} ended. */
+  #cutEnd = 0
+
+  /** The first `n` packets of `buf` from `pos`, as views, by the lengths the native call wrote. */
+  #cut(buf: Buffer, pos: number, n: number): Buffer[] {
+    const out = new Array<Buffer>(n)
+    for (let i = 0; i < n; i++) {
+      const len = this.#lens[i]!
+      out[i] = buf.subarray(pos, pos + len)
+      pos += len
+    }
+    this.#cutEnd = pos
+    return out
   }
 
   /** Waits for readiness, tracked so that close() can wait for it; `signal` abandons the wait. */

@@ -107,6 +107,29 @@ export function checkSignal(signal: unknown): AbortSignal | undefined {
   return signal
 }
 
+/** The least memory a caller-supplied read buffer must have: one largest frame (length prefix, virtio header, 64 KiB packet, slack). */
+export const MIN_READ_BUFFER = 4 + 10 + 65535 + 256
+
+/** Where a read puts its batch: fresh memory (`undefined`), one buffer, or a function returning one per batch. */
+export type BufferSource = Uint8Array | (() => Uint8Array)
+
+/** Checks one buffer a read is to fill. */
+export function checkReadBuffer(buf: unknown, what = 'buffer'): Buffer {
+  if (!(buf instanceof Uint8Array)) throw typeError(`${what} must be a Uint8Array, got ${buf === null ? 'null' : typeof buf}`)
+  if (buf.byteLength < MIN_READ_BUFFER) {
+    throw rangeError(`${what} must hold at least ${MIN_READ_BUFFER} bytes (one largest frame), got ${buf.byteLength}`)
+  }
+  return Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength)
+}
+
+/** Checks the `buffer` option of a read: a Uint8Array, a function, or nothing. */
+export function checkBufferSource(source: unknown): BufferSource | undefined {
+  if (source === undefined) return undefined
+  if (typeof source === 'function') return source as () => Uint8Array
+  checkReadBuffer(source)
+  return source as Uint8Array
+}
+
 /**
  * The length of the IP packet at the start of `buf` from its own header, or
  * an explanation of why `buf` does not start with one.

@@ -67,6 +67,45 @@ type Conn = net.Socket | tls.TLSSocket
 
 /** Bytes the device -> socket direction may queue in the socket before it waits for 'drain'. */
 const SOCKET_BUFFER = 4 << 20
+/** Bytes of one read buffer of the device -> socket direction. */
+const SLAB = 1 << 20
+/** Read buffers the device -> socket direction may have in the socket at once. */
+const MAX_SLABS = 8
+
+/**
+ * Read buffers for the device -> socket direction, reused once the socket has
+ * taken what was read into them (its write callback), so that steady traffic
+ * allocates nothing and touches the same memory over and over.
+ */
+class SlabPool {
+  readonly #free: ArrayBuffer[] = []
+  #count = 0
+  #onFree: (() => void) | undefined
+
+  /** A free buffer, or a new one. */
+  take(): Uint8Array {
+    const ab = this.#free.pop() ?? (this.#count++, new ArrayBuffer(SLAB))
+    return new Uint8Array(ab)
+  }
+
+  /** Gives back a buffer that `take` returned (others are ignored). */
+  give(ab: ArrayBufferLike): void {
+    if (ab.byteLength !== SLAB || !(ab instanceof ArrayBuffer)) return
+    this.#free.push(ab)
+    const f = this.#onFree
+    this.#onFree = undefined
+    f?.()
+  }
+
+  /** All buffers are in the socket: resolves when one comes back. */
+  get exhausted(): boolean {
+    return this.#count - this.#free.length >= MAX_SLABS
+  }
+
+  freed(): Promise<void> {
+    return new Promise((resolve) => (this.#onFree = resolve))
+  }
+}
 
 function peerName(s: Conn): string {
   return `${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}`
@@ -120,7 +159,8 @@ async function handshake(sock: Conn, role: 'server' | 'client'): Promise<void> {
 
 /** How one wire moves data: what to read from the device, how to cut the stream, what to write. */
 interface Wire {
-  read: (signal: AbortSignal) => AsyncIterable<Buffer[]>
+  /** Batches read from the device, each into a buffer `buffer()` returns. */
+  read: (signal: AbortSignal, buffer: () => Uint8Array) => AsyncIterable<Buffer[]>
   cut: (chunk: Buffer) => { items: Buffer[]; error?: Error }
   write: (items: Buffer[]) => Promise<void>
 }
@@ -128,7 +168,7 @@ interface Wire {
 function rawWire(tun: Tun): Wire {
   const splitter = new PacketSplitter()
   return {
-    read: (signal) => tun.batches({ signal }),
+    read: (signal, buffer) => tun.batches({ signal, buffer }),
     cut: (chunk) => {
       const { packets, error } = splitter.push(chunk)
       return { items: packets, error }
@@ -145,7 +185,7 @@ function rawWire(tun: Tun): Wire {
 function gsoWire(tun: Tun): Wire {
   const splitter = new FrameSplitter()
   return {
-    read: (signal) => tun.frames({ signal }),
+    read: (signal, buffer) => tun.frames({ signal, buffer }),
     cut: (chunk) => {
       const { frames, error } = splitter.push(chunk)
       return { items: frames, error }
@@ -157,23 +197,32 @@ function gsoWire(tun: Tun): Wire {
 /**
  * Moves data between the device and one connection until either side ends;
  * resolves with the reason. Device -> socket: one socket write per batch (the
- * items of a batch lie end to end in memory), waiting for 'drain' only past
- * SOCKET_BUFFER. Socket -> device: the async iterator pauses the socket while
- * a write is pending.
+ * items of a batch lie end to end in one pooled buffer, which comes back when
+ * the socket has taken it), waiting for 'drain' only past SOCKET_BUFFER or
+ * when all MAX_SLABS buffers are in the socket. Socket -> device: the async
+ * iterator pauses the socket while a write is pending.
  */
 async function pump(sock: Conn, wire: Wire, log: (m: string) => void): Promise<string> {
   const ac = new AbortController()
   const who = peerName(sock)
   sock.setNoDelay(true)
+  const pool = new SlabPool()
+  const closed = once(sock, 'close').catch(() => {})
   const out = (async () => {
     try {
-      for await (const batch of wire.read(ac.signal)) {
+      for await (const batch of wire.read(ac.signal, () => pool.take())) {
         if (sock.destroyed) return 'socket closed'
         const first = batch[0]!
         const last = batch[batch.length - 1]!
-        const contiguous = first.buffer === last.buffer
-        sock.write(contiguous ? Buffer.from(first.buffer, first.byteOffset, last.byteOffset + last.length - first.byteOffset) : Buffer.concat(batch))
-        if (sock.writableLength > SOCKET_BUFFER) await Promise.race([once(sock, 'drain'), once(sock, 'close')])
+        const ab = first.buffer
+        if (ab === last.buffer) {
+          sock.write(Buffer.from(ab, first.byteOffset, last.byteOffset + last.length - first.byteOffset), () => pool.give(ab))
+        } else {
+          sock.write(Buffer.concat(batch))
+          pool.give(ab)
+        }
+        if (sock.writableLength > SOCKET_BUFFER) await Promise.race([once(sock, 'drain'), closed])
+        if (pool.exhausted) await Promise.race([pool.freed(), closed])
       }
       return 'device closed'
     } catch (e) {
