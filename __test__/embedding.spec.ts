@@ -1,12 +1,55 @@
-// Embedding: worker_threads, and the privileged-helper pattern (Tun.fromFd).
+// Embedding: worker_threads, an event loop that never waits on a native call,
+// and the privileged-helper pattern (Tun.fromFd).
 import * as path from 'node:path'
+import type { ExecutionContext } from 'ava'
 import { FIXTURES, rootTest, sh, withNetns } from './helpers/netns.js'
+import type { RoundTrip } from './fixtures/workers.js'
+import type { LoopReport } from './fixtures/embed_eventloop.js'
 
-rootTest('the addon works in three worker_threads and the main thread at once, each with its own device', async (t) => {
-  const r = await withNetns((ns) => ns.runFixture<{ results: Array<{ n: number; ok: boolean; name: string }> }>('workers'))
+rootTest('the addon works in three worker_threads and the main thread at once, each with its own device; each loop turns while its read waits', async (t) => {
+  const r = await withNetns((ns) => ns.runFixture<{ results: RoundTrip[] }>('workers'))
   t.is(r.results.length, 4)
-  for (const x of r.results) t.true(x.ok, `thread ${x.n}`)
+  for (const x of r.results) {
+    t.true(x.ok, `thread ${x.n}`)
+    // A 5 ms interval over the 100 ms in which a read was pending: 20 firings
+    // when the loop is free, 1 or 2 if the read held the thread.
+    t.true(x.ticksWhileReading >= 5, `thread ${x.n}: ${x.ticksWhileReading} firings of a 5 ms interval in ${x.waitedMs.toFixed(0)} ms with a read pending`)
+  }
   t.deepEqual(r.results.map((x) => x.name).sort(), ['wk0', 'wk1', 'wk2', 'wk3'])
+})
+
+// Generous bounds: this is not a timing benchmark (the machine is shared and
+// has 2 cores), only proof that no native call holds the thread.
+function assertLoopTurned(t: ExecutionContext, r: LoopReport): void {
+  const who = `${r.thread} ${r.n}`
+  // The idle phase: a read waits on a device that gets nothing.
+  t.true(r.idleReadPending, `${who}: a read was pending through the idle phase`)
+  const idleIdeal = r.idleMs / 5
+  t.true(r.idleTicks >= idleIdeal / 4, `${who}: idle with a read pending, a 5 ms interval fired ${r.idleTicks} times in ${r.idleMs.toFixed(0)} ms`)
+  // The loaded phase: traffic really moved, netlink calls really ran.
+  t.true(r.echoed >= 1000, `${who}: ${r.echoed} datagrams read and written back`)
+  t.true(r.received >= r.echoed / 2, `${who}: ${r.received} of ${r.echoed} echoes reached the socket`)
+  t.true(r.rxPackets >= r.echoed, `${who}: rxPackets ${r.rxPackets}`)
+  t.is(r.txPackets, r.echoed, `${who}: txPackets`)
+  t.true(r.netlinkCalls >= 30, `${who}: ${r.netlinkCalls} netlink calls`)
+  const ideal = r.loadMs / 5
+  t.true(r.ticks >= ideal / 4, `${who}: under load a 5 ms interval fired ${r.ticks} times in ${r.loadMs.toFixed(0)} ms (${ideal.toFixed(0)} if never late)`)
+  t.true(r.maxGapMs < 200, `${who}: largest gap between two firings ${r.maxGapMs.toFixed(1)} ms`)
+  t.true(r.eldMaxMs < 200, `${who}: monitorEventLoopDelay max ${r.eldMaxMs.toFixed(1)} ms`)
+}
+
+rootTest('the event loop keeps turning in the main thread while a device echoes a UDP flood (for await + writeBatch) and netlink calls run in a loop', async (t) => {
+  const r = await withNetns((ns) => ns.runFixture<{ results: LoopReport[] }>('embed_eventloop', ['main']))
+  t.is(r.results.length, 1)
+  t.is(r.results[0]!.thread, 'main')
+  assertLoopTurned(t, r.results[0]!)
+})
+
+rootTest('the event loop keeps turning in the main thread and two workers, each echoing a UDP flood through its own device with netlink calls in a loop', async (t) => {
+  const r = await withNetns((ns) => ns.runFixture<{ results: LoopReport[] }>('embed_eventloop', ['workers']))
+  t.deepEqual(r.results.map((x) => x.thread), ['main', 'worker', 'worker'])
+  t.deepEqual(r.results.map((x) => x.name), ['evl0', 'evl1', 'evl2'])
+  for (const x of r.results) assertLoopTurned(t, x)
 })
 
 for (const vnet of [false, true]) {
