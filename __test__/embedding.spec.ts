@@ -1,5 +1,5 @@
 // Embedding: worker_threads, an event loop that never waits on a native call,
-// and the privileged-helper pattern (Tun.fromFd).
+// and the two privileged-helper patterns (Tun.fromFd; a persistent device owned by the app's uid).
 import * as path from 'node:path'
 import type { ExecutionContext } from 'ava'
 import { FIXTURES, rootTest, sh, withNetns } from './helpers/netns.js'
@@ -71,3 +71,61 @@ for (const vnet of [false, true]) {
     t.is(r.closeAgain, 'ok')
   })
 }
+
+interface AppResult {
+  uid: number
+  gid: number
+  capEff: string
+  capPrm: string
+  createOther: string
+  name: string
+  mtu: number
+  addAddress: string
+  inbound: { src: string; dst: string; payload: string; checksumsValid: boolean }
+  outbound: { payload: string; from: string }
+  stats: { rxPackets: number; txPackets: number }
+}
+
+rootTest('Electron pattern 2: root creates a persistent device owned by uid 65534 with an address and a route; uid 65534, without CAP_NET_ADMIN, opens it by name and moves packets both ways; root deletes it', async (t) => {
+  await withNetns(async (ns) => {
+    const name = 'tgsoapp0'
+    const owner = 65534
+    type Link = { ifname: string; flags: string[]; linkinfo?: { info_kind: string; info_data?: Record<string, unknown> } }
+    const link = async () => (await ns.ipJson<Link[]>('-d', 'link', 'show')).find((l) => l.ifname === name)
+
+    const made = await ns.runFixture<{ ok: boolean; uid: number }>('embed_persist_helper', [name, 'create', String(owner), '198.18.80.1/24', '198.18.81.0/24'])
+    t.true(made.ok)
+    t.is(made.uid, 0)
+    const l = await link()
+    t.truthy(l, 'the persistent device outlives its creator')
+    t.is(l!.linkinfo?.info_kind, 'tun')
+    t.is(l!.linkinfo?.info_data?.persist, true)
+    // ip prints the owner's user name where it has one.
+    const ownerName = (await sh('getent', ['passwd', String(owner)]).catch(() => '')).split(':')[0] || String(owner)
+    t.is(String(l!.linkinfo?.info_data?.user), ownerName, 'owned by the app\'s uid')
+    const addrs = await ns.ipJson<Array<{ addr_info: Array<{ local: string; prefixlen: number }> }>>('addr', 'show', 'dev', name)
+    t.true(addrs[0]!.addr_info.some((a) => a.local === '198.18.80.1' && a.prefixlen === 24), JSON.stringify(addrs))
+    const routes = await ns.ipJson<Array<{ dst: string }>>('route', 'show', 'dev', name)
+    t.true(routes.some((r) => r.dst === '198.18.81.0/24'), JSON.stringify(routes))
+
+    const app = await ns.runFixture<AppResult>('embed_persist_app', [name, '198.18.80.1', '198.18.81.7'], { uid: owner })
+    t.is(app.uid, owner)
+    t.is(app.gid, owner)
+    t.is(BigInt(`0x${app.capEff}`), 0n, `CapEff ${app.capEff}: the app has no capabilities`)
+    t.is(BigInt(`0x${app.capPrm}`), 0n, `CapPrm ${app.capPrm}`)
+    t.is(app.createOther, 'EPERM', 'the app cannot create a device')
+    t.is(app.addAddress, 'EPERM', 'the app cannot configure the device: that is why the helper does')
+    t.is(app.name, name)
+    t.is(app.mtu, 1500)
+    t.deepEqual(app.inbound, { src: '198.18.80.1', dst: '198.18.81.7', payload: 'to the app through the helper-made route', checksumsValid: true })
+    t.is(app.outbound.payload, 'from the app, written to the device')
+    t.is(app.outbound.from, '198.18.81.7:9000')
+    t.true(app.stats.rxPackets >= 1)
+    t.is(app.stats.txPackets, 1)
+
+    t.truthy(await link(), "the app's close leaves the persistent device in place")
+    const gone = await ns.runFixture<{ ok: boolean; uid: number }>('embed_persist_helper', [name, 'delete'])
+    t.true(gone.ok)
+    t.is(await link(), undefined, 'root deleted the device')
+  })
+})
