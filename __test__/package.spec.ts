@@ -3,6 +3,7 @@ import test from 'ava'
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import * as path from 'node:path'
+import * as fs from 'node:fs'
 import { ROOT, rootTest } from './helpers/netns.js'
 
 const title = 'packed root + linux-x64-gnu packages install and run for await over a real tun with no cargo or compiler on PATH'
@@ -45,3 +46,30 @@ for (const platform of ['darwin', 'win32', 'freebsd']) {
     t.false(/Cannot find|MODULE_NOT_FOUND|\.node/.test(r.stderr), `the native loader was not reached: ${r.stderr}`)
   })
 }
+
+// The per-platform packages say which systems they are for, so npm installs
+// exactly the one that fits (and none elsewhere).
+test('every napi target has a platform package whose os, cpu, libc, main, files, version and engines fit it', (t) => {
+  const rootPkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string; engines: unknown; napi: { binaryName: string; targets: string[] } }
+  const expected: Record<string, { dir: string; cpu: string; libc: string }> = {
+    'x86_64-unknown-linux-gnu': { dir: 'linux-x64-gnu', cpu: 'x64', libc: 'glibc' },
+    'aarch64-unknown-linux-gnu': { dir: 'linux-arm64-gnu', cpu: 'arm64', libc: 'glibc' },
+    'x86_64-unknown-linux-musl': { dir: 'linux-x64-musl', cpu: 'x64', libc: 'musl' },
+    'aarch64-unknown-linux-musl': { dir: 'linux-arm64-musl', cpu: 'arm64', libc: 'musl' },
+    'armv7-unknown-linux-gnueabihf': { dir: 'linux-arm-gnueabihf', cpu: 'arm', libc: 'glibc' },
+  }
+  t.deepEqual([...rootPkg.napi.targets].sort(), Object.keys(expected).sort())
+  t.deepEqual(fs.readdirSync(path.join(ROOT, 'npm')).sort(), Object.values(expected).map((e) => e.dir).sort())
+  for (const e of Object.values(expected)) {
+    const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'npm', e.dir, 'package.json'), 'utf8')) as Record<string, unknown>
+    const binary = `${rootPkg.napi.binaryName}.${e.dir}.node`
+    t.is(pkg.name, `tunnel-gso-${e.dir}`)
+    t.deepEqual(pkg.os, ['linux'], e.dir)
+    t.deepEqual(pkg.cpu, [e.cpu], e.dir)
+    t.deepEqual(pkg.libc, [e.libc], `${e.dir}: libc`)
+    t.is(pkg.main, binary, e.dir)
+    t.deepEqual(pkg.files, [binary], e.dir)
+    t.is(pkg.version, rootPkg.version, e.dir)
+    t.deepEqual(pkg.engines, rootPkg.engines, e.dir)
+  }
+})
