@@ -1,7 +1,7 @@
 // Argument checking: runs without root, touches no kernel state.
 import test from 'ava'
 import { Tun, TunError } from '../ts/index.js'
-import { ipPacketLength, parseCidr } from '../ts/validate.js'
+import { checkBytesArray, checkFd, checkOptions, ipPacketLength, parseCidr, rangeError, received, typeError, valueError } from '../ts/validate.js'
 
 const bad: Array<[string, unknown, string, string]> = [
   // [what, options, error class, code]
@@ -24,12 +24,24 @@ const bad: Array<[string, unknown, string, string]> = [
   ['up not boolean', { up: 'yes' }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
   ['owner negative', { owner: -1 }, 'RangeError', 'ERR_OUT_OF_RANGE'],
   ['group not integer', { group: 1.5 }, 'RangeError', 'ERR_OUT_OF_RANGE'],
+  ['group not a number', { group: '0' }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
+  ['options not an object', 5, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
+  ['options null', null, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
+  ['options an array', [], 'TypeError', 'ERR_INVALID_ARG_TYPE'],
+  ['coalesce not an object', { coalesce: true }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
+  ['coalesce null', { coalesce: null }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
+  ['coalesce.udp not boolean', { coalesce: { udp: 0 } }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
+  ['offload not boolean', { offload: 1 }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
+  ['multiQueue not boolean', { multiQueue: 'yes' }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
+  ['persist not boolean', { persist: 'false' }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
+  ['routes not an array', { routes: '198.18.0.0/24' }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
+  ['route prefix too long', { routes: ['198.18.0.0/40'] }, 'RangeError', 'ERR_OUT_OF_RANGE'],
 ]
 
 for (const [what, options, cls, code] of bad) {
   test(`Tun.open rejects ${what} before creating anything`, async (t) => {
     const err = await t.throwsAsync(Tun.open(options as never))
-    t.is(err?.constructor.name, cls)
+    t.is(err?.constructor, cls === 'RangeError' ? RangeError : TypeError)
     t.is((err as Error & { code?: string }).code, code)
   })
 }
@@ -61,4 +73,29 @@ test('TunError carries code, errno and syscall', (t) => {
   t.is(e.code, 'EPERM')
   t.is(e.errno, -1)
   t.is(e.syscall, 'TUNSETIFF')
+})
+
+test('the argument checks give Node\'s classes and codes', (t) => {
+  const cases: Array<[() => unknown, ErrorConstructor | RangeErrorConstructor, string]> = [
+    [() => checkFd('3'), TypeError, 'ERR_INVALID_ARG_TYPE'],
+    [() => checkFd(-1), RangeError, 'ERR_OUT_OF_RANGE'],
+    [() => checkFd(1.5), RangeError, 'ERR_OUT_OF_RANGE'],
+    [() => checkOptions(7), TypeError, 'ERR_INVALID_ARG_TYPE'],
+    [() => checkBytesArray('x', 'packets'), TypeError, 'ERR_INVALID_ARG_TYPE'],
+    [() => checkBytesArray([Buffer.alloc(1), 5], 'packets'), TypeError, 'ERR_INVALID_ARG_TYPE'],
+    [() => { throw typeError('x') }, TypeError, 'ERR_INVALID_ARG_TYPE'],
+    [() => { throw rangeError('x') }, RangeError, 'ERR_OUT_OF_RANGE'],
+    [() => { throw valueError('x') }, TypeError, 'ERR_INVALID_ARG_VALUE'],
+  ]
+  for (const [f, cls, code] of cases) {
+    const err = t.throws(f)
+    t.is(err?.constructor, cls)
+    t.is((err as Error & { code?: string }).code, code)
+  }
+  t.regex(t.throws(() => checkBytesArray([Buffer.alloc(1), 5], 'packets'))!.message, /packets\[1\] must be a Uint8Array, got number/)
+  t.deepEqual(checkOptions(undefined), {})
+  t.is(checkFd(3), 3)
+  t.is(received(null), 'null')
+  t.is(received([]), 'an array')
+  t.is(received(new Map()), 'an instance of Map')
 })

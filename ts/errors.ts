@@ -1,4 +1,5 @@
 import { getSystemErrorName } from 'node:util'
+import { valueError } from './validate.js'
 
 /**
  * The error every `tunnel-gso` operation rejects with (besides `TypeError` and
@@ -61,11 +62,8 @@ export function fromNative(e: unknown): Error {
     }
     return new TunError(message, code, -errno, m[2])
   }
-  if (head === 'ERR_INVALID_ARG_VALUE') {
-    const err = new TypeError(message) as TypeError & { code: string }
-    err.code = head
-    return err
-  }
+  // The binding's argument check (a descriptor that is not a tun fd, ...): Node's code, Node's class.
+  if (head === 'ERR_INVALID_ARG_VALUE') return valueError(message)
   return new TunError(message, head)
 }
 

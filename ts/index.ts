@@ -15,10 +15,15 @@ import { createReadStream, createWriteStream } from './streams.js'
 import type { Readable, Writable } from 'node:stream'
 import {
   checkBool,
+  checkBoolean,
+  checkBytes,
+  checkBytesArray,
   checkCidrs,
+  checkFd,
   checkId,
   checkMtu,
   checkName,
+  checkOptions,
   checkSignal,
   checkBufferSource,
   checkReadBuffer,
@@ -26,6 +31,9 @@ import {
   type BufferSource,
   MIN_MTU_IPV6,
   parseCidr,
+  rangeError,
+  received,
+  typeError,
 } from './validate.js'
 
 export { TunError } from './errors.js'
@@ -174,6 +182,13 @@ function setWaiting(tun: object, waiting: boolean): void {
   }
 }
 
+/** Throws `ERR_TUN_INVALID_PACKET` unless `p` is exactly one whole IPv4 or IPv6 packet. */
+function checkPacket(p: Uint8Array, what: string): void {
+  const len = ipPacketLength(p)
+  if (typeof len === 'string') throw new TunError(`${what}: ${len}`, 'ERR_TUN_INVALID_PACKET')
+  if (len !== p.length) throw new TunError(`${what}: the IP header says ${len} bytes, the buffer has ${p.length}`, 'ERR_TUN_INVALID_PACKET')
+}
+
 function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? Object.assign(new Error('The operation was aborted'), { name: 'AbortError', code: 'ABORT_ERR' })
 }
@@ -301,7 +316,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * @throws TypeError / RangeError for bad options, before anything is created.
    */
   static async open(options: TunOptions = {}): Promise<Tun> {
-    if (options === null || typeof options !== 'object') throw new TypeError('options must be an object')
+    options = checkOptions<TunOptions>(options)
     const name = options.name === undefined ? undefined : checkName(options.name)
     const mtu = options.mtu === undefined ? undefined : checkMtu(options.mtu)
     const addresses = checkCidrs(options.addresses, 'addresses')
@@ -309,7 +324,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     const up = checkBool(options.up, 'up') ?? true
     const offload = checkBool(options.offload, 'offload') ?? true
     if (options.coalesce !== undefined && (options.coalesce === null || typeof options.coalesce !== 'object')) {
-      throw Object.assign(new TypeError('coalesce must be an object like { tcp: true, udp: false }'), { code: 'ERR_INVALID_ARG_TYPE' })
+      throw typeError(`coalesce must be an object like { tcp: true, udp: false }, got ${received(options.coalesce)}`)
     }
     const coalesceTcp = (checkBool(options.coalesce?.tcp, 'coalesce.tcp') ?? true) && process.env.TUNNEL_GSO_NO_TCP_COALESCE !== '1'
     const coalesceUdp = (checkBool(options.coalesce?.udp, 'coalesce.udp') ?? true) && process.env.TUNNEL_GSO_NO_UDP_COALESCE !== '1'
@@ -318,7 +333,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     const owner = options.owner === undefined ? undefined : checkId(options.owner, 'owner')
     const group = options.group === undefined ? undefined : checkId(options.group, 'group')
     if (mtu !== undefined && mtu < MIN_MTU_IPV6 && addresses.some((a) => a.family === 6)) {
-      throw Object.assign(new RangeError(`mtu ${mtu} is below ${MIN_MTU_IPV6}, the minimum for IPv6 addresses`), { code: 'ERR_OUT_OF_RANGE' })
+      throw rangeError(`mtu ${mtu} is below ${MIN_MTU_IPV6}, the minimum for IPv6 addresses`)
     }
     const nt = native(() => binding.NativeTun.open({ name, multiQueue, persist, owner, group, offload, coalesceTcp, coalesceUdp }))
     const undo: Array<() => Promise<void>> = []
@@ -364,13 +379,13 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * descriptor was opened with a virtio header (`IFF_VNET_HDR`), and off
    * (mask 0) otherwise; the header itself is handled either way.
    *
-   * @throws TypeError when `fd` is not an open, attached tun descriptor.
+   * @throws TypeError `ERR_INVALID_ARG_TYPE` when `fd` is not a number,
+   *   RangeError `ERR_OUT_OF_RANGE` when it is not an integer from 0 to 2^31 - 1,
+   *   TypeError `ERR_INVALID_ARG_VALUE` when it is not an attached tun descriptor.
    */
-  static fromFd(fd: number, options: { offload?: boolean } = {}): Tun {
-    if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) {
-      throw Object.assign(new TypeError(`fd must be a non-negative integer, got ${String(fd)}`), { code: 'ERR_INVALID_ARG_TYPE' })
-    }
-    const offload = checkBool(options?.offload, 'offload') ?? true
+  static fromFd(fd: number, options?: { offload?: boolean }): Tun {
+    checkFd(fd)
+    const offload = checkBool(checkOptions<{ offload?: boolean }>(options).offload, 'offload') ?? true
     const nt = native(() => binding.NativeTun.fromFd(fd, offload))
     let mtu = 0
     try {
@@ -434,18 +449,25 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * Yields one complete IP packet per item. Ends when the device is closed.
    * Each packet is a view on a batch buffer that is never reused: keeping it is safe.
    */
-  async *packets(options: ReadOptions = {}): AsyncGenerator<Buffer, void, undefined> {
+  async *packets(options?: ReadOptions): AsyncGenerator<Buffer, void, undefined> {
     for await (const batch of this.batches(options)) yield* batch
+  }
+
+  /** Checks the options of a read (argument errors first, then a closed device). */
+  #readOptions(options: unknown): { signal: AbortSignal | undefined; source: BufferSource | undefined } {
+    const o = checkOptions<ReadOptions>(options)
+    const signal = checkSignal(o.signal)
+    const source = checkBufferSource(o.buffer)
+    this.#assertOpen()
+    return { signal, source }
   }
 
   /**
    * Yields arrays of packets: everything that was ready, up to 1024 packets,
    * from one native call. Ends when the device is closed.
    */
-  async *batches(options: ReadOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
-    const signal = checkSignal(options?.signal)
-    const source = checkBufferSource(options?.buffer)
-    if (this.#closed) throw closedError()
+  async *batches(options?: ReadOptions): AsyncGenerator<Buffer[], void, undefined> {
+    const { signal, source } = this.#readOptions(options)
     for (;;) {
       const batch = await this.#readBatch(signal, false, source)
       if (batch === null) return
@@ -461,10 +483,8 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * contiguous piece of wire. A device opened with `offload: false` yields
    * frames with an all-zero header (one packet each).
    */
-  async *frames(options: ReadOptions = {}): AsyncGenerator<Buffer[], void, undefined> {
-    const signal = checkSignal(options?.signal)
-    const source = checkBufferSource(options?.buffer)
-    if (this.#closed) throw closedError()
+  async *frames(options?: ReadOptions): AsyncGenerator<Buffer[], void, undefined> {
+    const { signal, source } = this.#readOptions(options)
     for (;;) {
       const batch = await this.#readBatch(signal, true, source)
       if (batch === null) return
@@ -479,13 +499,10 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * whole (no offload, or no USO for UDP) is split and written packet by packet.
    */
   async writeFrames(frames: readonly Uint8Array[]): Promise<void> {
-    if (!Array.isArray(frames)) throw new TypeError('frames must be an array of Uint8Array')
-    for (let i = 0; i < frames.length; i++) {
-      if (!(frames[i] instanceof Uint8Array)) throw new TypeError(`frames[${i}] must be a Uint8Array`)
-    }
-    if (this.#closed) throw closedError()
-    if (frames.length === 0) return
-    await this.#sendLocked(() => this.#native.sendFrames(frames as Uint8Array[]))
+    const checked = checkBytesArray(frames, 'frames')
+    this.#assertOpen()
+    if (checked.length === 0) return
+    await this.#sendLocked(() => this.#native.sendFrames(checked))
   }
 
   async #readBatch(signal: AbortSignal | undefined, frames: boolean, source: BufferSource | undefined): Promise<Buffer[] | null> {
@@ -587,7 +604,9 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    *   `ERR_TUN_CLOSED` after close, or the kernel's error (`EIO` when the link is down, ...).
    */
   async write(packet: Uint8Array): Promise<void> {
-    await this.writeBatch([packet])
+    checkPacket(checkBytes(packet, 'packet'), 'packet')
+    this.#assertOpen()
+    await this.#sendLocked(() => this.#native.send([packet]))
   }
 
   /**
@@ -595,19 +614,11 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * IP packet, none is written.
    */
   async writeBatch(packets: readonly Uint8Array[]): Promise<void> {
-    if (!Array.isArray(packets)) throw new TypeError('packets must be an array of Uint8Array')
-    for (let i = 0; i < packets.length; i++) {
-      const p = packets[i]
-      if (!(p instanceof Uint8Array)) throw new TypeError(`packets[${i}] must be a Uint8Array`)
-      const len = ipPacketLength(p)
-      if (typeof len === 'string') throw new TunError(`packets[${i}]: ${len}`, 'ERR_TUN_INVALID_PACKET')
-      if (len !== p.length) {
-        throw new TunError(`packets[${i}]: the IP header says ${len} bytes, the buffer has ${p.length}`, 'ERR_TUN_INVALID_PACKET')
-      }
-    }
-    if (this.#closed) throw closedError()
-    if (packets.length === 0) return
-    await this.#sendLocked(() => this.#native.send(packets as Uint8Array[]))
+    const checked = checkBytesArray(packets, 'packets')
+    for (let i = 0; i < checked.length; i++) checkPacket(checked[i]!, `packets[${i}]`)
+    this.#assertOpen()
+    if (checked.length === 0) return
+    await this.#sendLocked(() => this.#native.send(checked))
   }
 
   /** One writer at a time; what would have blocked waits natively, in order, until the device takes it. */
@@ -685,14 +696,14 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
 
   /** Sets the link up or down. */
   async setUp(up: boolean): Promise<void> {
-    if (typeof up !== 'boolean') throw new TypeError('up must be a boolean')
+    checkBoolean(up, 'up')
     this.#assertOpen()
     await nativeAsync(() => binding.linkSetUp(this.#index, up))
   }
 
   /** Makes the device persistent, or not (a non-persistent device disappears with its last queue). */
   async setPersist(persist: boolean): Promise<void> {
-    if (typeof persist !== 'boolean') throw new TypeError('persist must be a boolean')
+    checkBoolean(persist, 'persist')
     this.#assertOpen()
     native(() => this.#native.setPersist(persist))
   }

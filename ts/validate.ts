@@ -1,23 +1,80 @@
 import { isIP } from 'node:net'
 
-type CodedError<E extends Error> = E & { code: string }
+/** An error with one of Node's argument codes. */
+export type CodedError<E extends Error> = E & { code: string }
 
-function typeError(message: string): CodedError<TypeError> {
+/** `TypeError` with `ERR_INVALID_ARG_TYPE`: an argument of the wrong type. */
+export function typeError(message: string): CodedError<TypeError> {
   const e = new TypeError(message) as CodedError<TypeError>
   e.code = 'ERR_INVALID_ARG_TYPE'
   return e
 }
 
-function rangeError(message: string): CodedError<RangeError> {
+/** `RangeError` with `ERR_OUT_OF_RANGE`: a number outside what is allowed. */
+export function rangeError(message: string): CodedError<RangeError> {
   const e = new RangeError(message) as CodedError<RangeError>
   e.code = 'ERR_OUT_OF_RANGE'
   return e
 }
 
-function valueError(message: string): CodedError<TypeError> {
+/** `TypeError` with `ERR_INVALID_ARG_VALUE`: the right type, but a value that is not allowed. */
+export function valueError(message: string): CodedError<TypeError> {
   const e = new TypeError(message) as CodedError<TypeError>
   e.code = 'ERR_INVALID_ARG_VALUE'
   return e
+}
+
+/** What a wrong argument was, for messages: `string`, `null`, `an array`, `an instance of Foo`. */
+export function received(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'object') {
+    const name = (value as object).constructor?.name
+    return name ? `an instance of ${name}` : 'an object'
+  }
+  return typeof value
+}
+
+/** Checks an optional options object: `undefined` gives `{}`; anything but a plain object (or null) throws. */
+export function checkOptions<T extends object>(value: unknown, what = 'options'): Partial<T> {
+  if (value === undefined) return {}
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw typeError(`${what} must be an object, got ${received(value)}`)
+  }
+  return value as Partial<T>
+}
+
+/** Checks a required boolean argument. */
+export function checkBoolean(value: unknown, what: string): boolean {
+  if (typeof value !== 'boolean') throw typeError(`${what} must be a boolean, got ${received(value)}`)
+  return value
+}
+
+/** Checks a file descriptor: an integer from 0 to 2^31 - 1. */
+export function checkFd(fd: unknown): number {
+  if (typeof fd !== 'number') throw typeError(`fd must be a number, got ${received(fd)}`)
+  if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) {
+    throw rangeError(`fd must be an integer from 0 to 2147483647, got ${fd}`)
+  }
+  return fd
+}
+
+/** Checks that `value` is a `Uint8Array` (a `Buffer` is one). */
+export function checkBytes(value: unknown, what: string): Uint8Array {
+  if (!(value instanceof Uint8Array)) throw typeError(`${what} must be a Uint8Array, got ${received(value)}`)
+  return value
+}
+
+/**
+ * Checks an array of `Uint8Array`s, every element, before anything is done
+ * with any. Returns a copy of the array (not of the bytes): what was checked
+ * is what gets written, even if the caller changes its array meanwhile.
+ */
+export function checkBytesArray(value: unknown, what: string): Uint8Array[] {
+  if (!Array.isArray(value)) throw typeError(`${what} must be an array of Uint8Array, got ${received(value)}`)
+  const copy = (value as unknown[]).slice()
+  for (let i = 0; i < copy.length; i++) checkBytes(copy[i], `${what}[${i}]`)
+  return copy as Uint8Array[]
 }
 
 /** A parsed CIDR: the address as written, its family and prefix length. */
@@ -29,7 +86,7 @@ export interface ParsedCidr {
 
 /** Parses `198.18.0.1/24` or `2001:db8::1/64`; a bare address gets /32 or /128. */
 export function parseCidr(value: unknown, what = 'address'): ParsedCidr {
-  if (typeof value !== 'string') throw typeError(`${what} must be a string in CIDR notation, got ${typeof value}`)
+  if (typeof value !== 'string') throw typeError(`${what} must be a string in CIDR notation, got ${received(value)}`)
   const slash = value.indexOf('/')
   const address = slash < 0 ? value : value.slice(0, slash)
   const family = isIP(address)
@@ -49,7 +106,7 @@ export function parseCidr(value: unknown, what = 'address'): ParsedCidr {
 
 /** Checks an interface name or `%d` pattern (at most 15 bytes). */
 export function checkName(name: unknown): string {
-  if (typeof name !== 'string') throw typeError(`name must be a string, got ${typeof name}`)
+  if (typeof name !== 'string') throw typeError(`name must be a string, got ${received(name)}`)
   const bytes = Buffer.byteLength(name)
   if (bytes === 0 || bytes > 15) throw rangeError(`name ${JSON.stringify(name)} must be 1 to 15 bytes, got ${bytes}`)
   if (/[/:\s\0]/.test(name) || name === '.' || name === '..') {
@@ -70,7 +127,7 @@ export const MIN_MTU_IPV6 = 1280
 
 /** Checks an MTU: an integer from 68 to 65535. */
 export function checkMtu(mtu: unknown): number {
-  if (typeof mtu !== 'number') throw typeError(`mtu must be a number, got ${typeof mtu}`)
+  if (typeof mtu !== 'number') throw typeError(`mtu must be a number, got ${received(mtu)}`)
   if (!Number.isInteger(mtu) || mtu < MIN_MTU || mtu > MAX_MTU) {
     throw rangeError(`mtu must be an integer from ${MIN_MTU} to ${MAX_MTU}, got ${mtu}`)
   }
@@ -79,7 +136,7 @@ export function checkMtu(mtu: unknown): number {
 
 /** Checks a uid or gid. */
 export function checkId(value: unknown, what: string): number {
-  if (typeof value !== 'number') throw typeError(`${what} must be a number, got ${typeof value}`)
+  if (typeof value !== 'number') throw typeError(`${what} must be a number, got ${received(value)}`)
   if (!Number.isInteger(value) || value < 0 || value > 0xfffffffe) {
     throw rangeError(`${what} must be an integer from 0 to 4294967294, got ${value}`)
   }
@@ -89,21 +146,20 @@ export function checkId(value: unknown, what: string): number {
 /** Checks an optional boolean option. */
 export function checkBool(value: unknown, what: string): boolean | undefined {
   if (value === undefined) return undefined
-  if (typeof value !== 'boolean') throw typeError(`${what} must be a boolean, got ${typeof value}`)
-  return value
+  return checkBoolean(value, what)
 }
 
 /** Checks an optional array of CIDR strings. */
 export function checkCidrs(value: unknown, what: string): ParsedCidr[] {
   if (value === undefined) return []
-  if (!Array.isArray(value)) throw typeError(`${what} must be an array of CIDR strings`)
+  if (!Array.isArray(value)) throw typeError(`${what} must be an array of CIDR strings, got ${received(value)}`)
   return value.map((v, i) => parseCidr(v, `${what}[${i}]`))
 }
 
 /** Checks an optional AbortSignal. */
 export function checkSignal(signal: unknown): AbortSignal | undefined {
   if (signal === undefined) return undefined
-  if (!(signal instanceof AbortSignal)) throw typeError('signal must be an AbortSignal')
+  if (!(signal instanceof AbortSignal)) throw typeError(`signal must be an AbortSignal, got ${received(signal)}`)
   return signal
 }
 
@@ -115,7 +171,7 @@ export type BufferSource = Uint8Array | (() => Uint8Array)
 
 /** Checks one buffer a read is to fill. */
 export function checkReadBuffer(buf: unknown, what = 'buffer'): Buffer {
-  if (!(buf instanceof Uint8Array)) throw typeError(`${what} must be a Uint8Array, got ${buf === null ? 'null' : typeof buf}`)
+  if (!(buf instanceof Uint8Array)) throw typeError(`${what} must be a Uint8Array, got ${received(buf)}`)
   if (buf.byteLength < MIN_READ_BUFFER) {
     throw rangeError(`${what} must hold at least ${MIN_READ_BUFFER} bytes (one largest frame), got ${buf.byteLength}`)
   }
