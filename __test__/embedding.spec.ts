@@ -22,10 +22,12 @@ rootTest('the addon works in three worker_threads and the main thread at once, e
 // has 2 cores), only proof that no native call holds the thread.
 function assertLoopTurned(t: ExecutionContext, r: LoopReport): void {
   const who = `${r.thread} ${r.n}`
-  // The idle phase: a read waits on a device that gets nothing.
+  t.log(`${who}: idle ${r.idleTicks} firings/${r.idleMs.toFixed(0)} ms; load ${r.ticks} firings/${r.loadMs.toFixed(0)} ms, largest gap ${r.maxGapMs.toFixed(1)} ms, delay max ${r.eldMaxMs.toFixed(1)} ms; ${r.echoed} echoed, ${r.netlinkCalls} netlink calls`)
+  // The idle phase: a read waits on a device that gets nothing (in the workers
+  // run, while the workers start: seen as low as half the ideal count).
   t.true(r.idleReadPending, `${who}: a read was pending through the idle phase`)
   const idleIdeal = r.idleMs / 5
-  t.true(r.idleTicks >= idleIdeal / 4, `${who}: idle with a read pending, a 5 ms interval fired ${r.idleTicks} times in ${r.idleMs.toFixed(0)} ms`)
+  t.true(r.idleTicks >= idleIdeal / 6, `${who}: idle with a read pending, a 5 ms interval fired ${r.idleTicks} times in ${r.idleMs.toFixed(0)} ms`)
   // The loaded phase: traffic really moved, netlink calls really ran.
   t.true(r.echoed >= 1000, `${who}: ${r.echoed} datagrams read and written back`)
   t.true(r.received >= r.echoed / 2, `${who}: ${r.received} of ${r.echoed} echoes reached the socket`)
