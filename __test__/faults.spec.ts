@@ -1,5 +1,7 @@
 // Faults from the kernel side, for real, inside a namespace.
-import { rootTest, withNetns } from './helpers/netns.js'
+import * as path from 'node:path'
+import type { ExecutionContext } from 'ava'
+import { FIXTURES, rootTest, withNetns } from './helpers/netns.js'
 
 interface Faults {
   linkDown: { writeDown: string; idleCpuMsWhileDown: number; readerEnd: string; deliveredAfterUp: boolean }
@@ -24,6 +26,66 @@ rootTest('link down under load, device deleted while reading, namespace destroye
   // One queue of a multi-queue device closed: the other takes all the traffic.
   t.is(r.queueGone.receivedOnOtherQueue, 20)
   t.is(r.queueGone.readerEnd, 'done')
+})
+
+interface Detach {
+  error?: string
+  beforeDetach: number
+  detachedFlag: boolean
+  kernelOnDetached: { pollEvents: number[]; read: string }
+  onOtherQueue: number
+  whileDetached: { cpuMs: number; received: number; end: string | null }
+  writeDetached: { write: string; delivered: number }
+  reattachedFlag: boolean
+  afterReattach: number
+  end?: { end: string; cpuMs: number; sinceDeleteMs?: number }
+  writeAfterDelete?: { write: string; delivered: number }
+  close: { closeMs: number; end: string }
+  exit: number
+}
+
+/** Runs fault_detach.py (it starts the node reader itself) in a fresh namespace. */
+async function detachRun(mode: 'delete' | 'close'): Promise<Detach> {
+  const out = await withNetns((ns) => ns.exec('python3', [path.join(FIXTURES, 'fault_detach.py'), process.execPath, mode]))
+  return JSON.parse(out.trim().split('\n').pop() ?? '') as Detach
+}
+
+/** What both runs show up to the final detach. */
+function assertDetachedQueue(t: ExecutionContext, r: Detach): void {
+  t.is(r.error, undefined, 'the helper saw no hang and no crash')
+  t.is(r.beforeDetach, 10, 'the adopted queue read everything while attached')
+  t.true(r.detachedFlag, 'TUNGETIFF says the queue is detached')
+  // The kernel's side of it (6.18): nothing to see on the fd.
+  t.deepEqual(r.kernelOnDetached, { pollEvents: [], read: 'EAGAIN' }, 'a detached queue polls quiet and reads EAGAIN')
+  // The traffic goes to the other queue; the reader keeps waiting, quietly.
+  t.is(r.onOtherQueue, 20)
+  t.is(r.whileDetached.received, 10, 'nothing reached the detached queue')
+  t.is(r.whileDetached.end, null, 'the reader neither ended nor failed: there was nothing to report')
+  t.true(r.whileDetached.cpuMs < 150, `CPU while detached: ${r.whileDetached.cpuMs} ms in 500 ms (a busy loop would burn ~500)`)
+  // Writes on a detached queue still go into the stack.
+  t.deepEqual(r.writeDetached, { write: 'ok', delivered: 1 })
+  // Re-attached: the same reader, the same for await, gets traffic again.
+  t.false(r.reattachedFlag)
+  t.is(r.afterReattach, 20, 'the waiting reader resumed after the queue was re-attached')
+  t.is(r.exit, 0)
+}
+
+rootTest('a queue detached from outside (TUNSETQUEUE IFF_DETACH_QUEUE) while a Tun.fromFd reader waits: the kernel reports nothing (no poll event, reads EAGAIN, writes still delivered), so the reader waits without spinning and resumes when re-attached; detached again and the device deleted, it ends at once with TunError EBADFD (read), writes too', async (t) => {
+  const r = await detachRun('delete')
+  assertDetachedQueue(t, r)
+  t.is(r.end?.end, 'TunError:EBADFD:read', 'the reader of the detached queue ended with the kernel\'s EBADFD')
+  t.true((r.end?.sinceDeleteMs ?? Infinity) < 1000, `ended ${r.end?.sinceDeleteMs} ms after the deletion`)
+  t.true((r.end?.cpuMs ?? Infinity) < 150, `CPU until it ended: ${r.end?.cpuMs} ms`)
+  t.is(r.writeAfterDelete?.write, 'TunError:EBADFD:write')
+  t.is(r.writeAfterDelete?.delivered, 0)
+  t.is(r.close.end, 'TunError:EBADFD:read', 'close() afterwards is fine')
+})
+
+rootTest('a queue detached from outside while a Tun.fromFd reader waits: close() ends the iteration cleanly and at once', async (t) => {
+  const r = await detachRun('close')
+  assertDetachedQueue(t, r)
+  t.is(r.close.end, 'done', 'the for await of the detached queue completed at close()')
+  t.true(r.close.closeMs < 500, `close() took ${r.close.closeMs} ms`)
 })
 
 interface BadInput {
