@@ -52,10 +52,11 @@ struct Flow {
     key: [u8; 36],
     /// TCP ack number; must match to merge.
     ack: u32,
-    /// TTL/hop limit, ToS/traffic class, DF, TCP header length: must match.
+    /// TTL/hop limit, ToS/traffic class, DF: must match.
     attrs: u32,
-    /// IPv6 flow label, or the IPv4 flag bits (reserved, DF): must match too,
-    /// or a member's value would be lost when the kernel segments the unit.
+    /// IPv6 flow label, or the IPv4 reserved flag bit: must match too, or a
+    /// member's value would be lost when the kernel segments the unit (DF is
+    /// in `attrs`; MF makes a fragment, which never merges).
     label: u32,
 }
 
@@ -129,9 +130,9 @@ fn classify(p: &[u8], cfg: GroConfig) -> (Option<Flow>, Option<Candidate>) {
     } else {
         (p[7], (p[0] << 4) | (p[1] >> 4), 0)
     };
-    let attrs = u32::from_be_bytes([ttl, tos, df, l4h as u8]);
+    let attrs = u32::from_be_bytes([0, ttl, tos, df]);
     let label = if ip.version == 4 {
-        (p[6] & 0xe0) as u32
+        (p[6] & 0x80) as u32
     } else {
         u32::from_be_bytes([0, p[1] & 0x0f, p[2], p[3]])
     };
@@ -244,7 +245,7 @@ impl Gro {
                 .position(|&u| self.units[u].flow.as_ref().is_some_and(|g| same_flow(g, &c.flow)));
             if let Some(at) = pos {
                 let u = self.open[at];
-                if self.can_join(u, &c, p.len()) {
+                if self.can_join(u, &c, p, packets) {
                     self.join(u, i as u32, &c);
                     if self.units[u].closed {
                         self.open.swap_remove(at);
@@ -258,26 +259,30 @@ impl Gro {
         self.finish(packets);
     }
 
-    fn can_join(&self, u: usize, c: &Candidate, len: usize) -> bool {
+    /// Whether candidate `c` (the packet `p`) may join unit `u`.
+    fn can_join(&self, u: usize, c: &Candidate, p: &[u8], packets: &[&[u8]]) -> bool {
         let r = &self.units[u];
         let Some(f) = &r.flow else { return false };
+        // (A closed unit is out of `open` already; checked again all the same.)
         if r.closed
             || f.ack != c.flow.ack
             || f.attrs != c.flow.attrs
             || f.label != c.flow.label
             || c.payload > r.gso_size
+            || r.total + c.payload > MAX_SUPER_PACKET
         {
-            return false;
-        }
-        if r.total + c.payload > MAX_SUPER_PACKET || len - c.hdr_len != c.payload {
             return false;
         }
         let count = self.pending.get(u).map_or(0, |m| m.len());
         if c.flow.proto == UDP {
-            count < MAX_UDP_SEGMENTS
-        } else {
-            count < MAX_TCP_SEGMENTS && c.seq == r.next_seq
+            return count < MAX_UDP_SEGMENTS;
         }
+        // Identical TCP options (and so equal header lengths): the kernel
+        // copies the head's options into every segment. At most 40 bytes
+        // each, compared in place.
+        let head = packets.get(r.head as usize).copied().unwrap_or(&[]);
+        let same_options = head.get(r.l4 + 20..r.hdr_len) == p.get(c.l4 + 20..c.hdr_len);
+        same_options && count < MAX_TCP_SEGMENTS && c.seq == r.next_seq
     }
 
     fn start(&mut self, i: u32, flow: Option<Flow>, c: Option<&Candidate>, packets: &[&[u8]]) {
@@ -420,12 +425,27 @@ impl Gro {
 mod tests {
     use super::*;
     use crate::gso::split;
-    use crate::testutil::{checksums_valid, payload, Spec};
+    use crate::testutil::{
+        checksums_valid, fix_checksums, payload, pseudo_sum, reference_checksum, with_hop_by_hop,
+        with_ipv4_options, Spec,
+    };
 
     const ALL: GroConfig = GroConfig { tcp: true, udp: true };
+    const NO_UDP: GroConfig = GroConfig {
+        tcp: true,
+        udp: false,
+    };
+    const NO_TCP: GroConfig = GroConfig {
+        tcp: false,
+        udp: true,
+    };
+    const ACK: u8 = 0x10;
+    const ACK_PSH: u8 = 0x18;
+
+    type Units = Vec<(Vec<u32>, u8)>;
 
     /// Coalesces, returns (unit sizes in packets, unit gso types).
-    fn run(packets: &[Vec<u8>], cfg: GroConfig) -> Vec<(Vec<u32>, u8)> {
+    fn run(packets: &[Vec<u8>], cfg: GroConfig) -> Units {
         let refs: Vec<&[u8]> = packets.iter().map(|p| p.as_slice()).collect();
         let mut g = Gro::new(cfg);
         g.coalesce(&refs);
@@ -438,200 +458,630 @@ mod tests {
         spec.seq(seq).build(&payload(len, seq as u8))
     }
 
+    fn udp(spec: Spec, len: usize, seed: u8) -> Vec<u8> {
+        spec.build(&payload(len, seed))
+    }
+
+    /// `spec` changed by `f`.
+    fn with(mut spec: Spec, f: impl FnOnce(&mut Spec)) -> Spec {
+        f(&mut spec);
+        spec
+    }
+
+    /// `p` changed by `f`, then every checksum made valid again (so that only
+    /// the rule under test can keep it apart).
+    fn fixed(mut p: Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        f(&mut p);
+        fix_checksums(&mut p);
+        p
+    }
+
+    /// `p` with the 16-bit field at `at` inverted (a checksum that no longer verifies).
+    fn flip(mut p: Vec<u8>, at: usize) -> Vec<u8> {
+        p[at] ^= 0xff;
+        p[at + 1] ^= 0xff;
+        p
+    }
+
+    /// The same flow but to the third address (wireguard-go's flow 2: A -> C).
+    fn to_c(mut s: Spec) -> Spec {
+        if s.v6 {
+            s.dst[15] = 3;
+        } else {
+            s.dst[3] = 3;
+        }
+        s
+    }
+
+    /// A TCP timestamp option (NOP, NOP, TS) with `tsval`: 12 bytes.
+    fn ts(tsval: u32) -> Vec<u8> {
+        let mut o = vec![1, 1, 8, 10];
+        o.extend_from_slice(&tsval.to_be_bytes());
+        o.extend_from_slice(&[0, 0, 0, 1]);
+        o
+    }
+
+    /// Each of `n` packets written alone.
+    fn alone(n: u32) -> Units {
+        (0..n).map(|i| (vec![i], vnet::GSO_NONE)).collect()
+    }
+
     #[test]
     fn table() {
         let t4 = Spec::tcp4;
         let t6 = Spec::tcp6;
-        let psh = 0x18;
-        let mut other_flow = Spec::tcp4();
-        other_flow.sport = 1001;
-        let mut ttl = Spec::tcp4();
-        ttl.ttl = 63;
-        let mut tos = Spec::tcp4();
-        tos.tos = 4;
-        let mut no_df = Spec::tcp4();
-        no_df.df = false;
-        let mut hop = Spec::tcp6();
-        hop.ttl = 1;
-        let mut tclass = Spec::tcp6();
-        tclass.tos = 0x10;
-        let mut label = tcp(Spec::tcp6(), 101, 100);
-        label[3] ^= 3; // flow label (not covered by any checksum)
-        let mut bad_csum = tcp(t4(), 101, 100);
-        bad_csum[40] ^= 0xff; // payload byte: L4 checksum no longer matches
-        let mut mf = tcp(t4(), 201, 100);
-        mf[6] |= 0x20; // more fragments
-        type Row = (&'static str, Vec<Vec<u8>>, GroConfig, Vec<(Vec<u32>, u8)>);
+        let u4 = Spec::udp4;
+        let u6 = Spec::udp6;
+        let (v4, v6, ul4) = (vnet::GSO_TCPV4, vnet::GSO_TCPV6, vnet::GSO_UDP_L4);
+        // wireguard-go's "multiple protocols and flows": tcp4, tcp6, udp4, udp6,
+        // two flows each (A -> B and A -> C), interleaved.
+        let multi = vec![
+            tcp(t4(), 1, 100),         // 0: tcp4 flow 1
+            udp(u4(), 100, 1),         // 1: udp4 flow 1
+            udp(to_c(u4()), 100, 2),   // 2: udp4 flow 2
+            tcp(t4(), 101, 100),       // 3: tcp4 flow 1
+            tcp(to_c(t4()), 201, 100), // 4: tcp4 flow 2
+            tcp(t6(), 1, 100),         // 5: tcp6 flow 1
+            tcp(t6(), 101, 100),       // 6: tcp6 flow 1
+            tcp(to_c(t6()), 201, 100), // 7: tcp6 flow 2
+            udp(u4(), 100, 3),         // 8: udp4 flow 1
+            udp(u6(), 100, 4),         // 9: udp6 flow 1
+            udp(u6(), 100, 5),         // 10: udp6 flow 1
+        ];
+        // A UDP packet with a zero checksum field ("no checksum") whose bytes
+        // still verify: the checksum it had is added into its first payload
+        // word, so the sum is unchanged. Only the zero-checksum rule keeps it apart.
+        let zero_csum = {
+            let mut p = udp(u4(), 100, 1);
+            let c = u16::from_be_bytes([p[26], p[27]]) as u32;
+            p[26..28].copy_from_slice(&[0, 0]);
+            let w = u16::from_be_bytes([p[28], p[29]]) as u32 + c;
+            p[28..30].copy_from_slice(&(((w & 0xffff) + (w >> 16)) as u16).to_be_bytes());
+            assert!(checksums_valid(&p));
+            p
+        };
+        type Row = (&'static str, Vec<Vec<u8>>, GroConfig, Units);
         let rows: Vec<Row> = vec![
             // (what, packets, config, expected units: member indices and gso type)
             (
+                // The basic case: adjacent segments of one flow become one unit.
                 "three tcp4 in sequence merge",
                 vec![tcp(t4(), 1, 100), tcp(t4(), 101, 100), tcp(t4(), 201, 100)],
                 ALL,
-                vec![(vec![0, 1, 2], vnet::GSO_TCPV4)],
+                vec![(vec![0, 1, 2], v4)],
             ),
             (
                 "three tcp6 in sequence merge",
                 vec![tcp(t6(), 1, 100), tcp(t6(), 101, 100), tcp(t6(), 201, 100)],
                 ALL,
-                vec![(vec![0, 1, 2], vnet::GSO_TCPV6)],
+                vec![(vec![0, 1, 2], v6)],
             ),
             (
+                // Only the last segment may be shorter: it closes the unit.
                 "short last segment ends the unit",
                 vec![tcp(t4(), 1, 100), tcp(t4(), 101, 50), tcp(t4(), 151, 100)],
                 ALL,
-                vec![(vec![0, 1], vnet::GSO_TCPV4), (vec![2], 0)],
+                vec![(vec![0, 1], v4), (vec![2], 0)],
             ),
             (
+                // A segment larger than the unit's gso_size cannot join it.
+                "a larger tcp segment does not join",
+                vec![tcp(t4(), 1, 50), tcp(t4(), 51, 100)],
+                ALL,
+                alone(2),
+            ),
+            (
+                "a larger udp datagram does not join",
+                vec![udp(u4(), 50, 1), udp(u4(), 100, 2)],
+                ALL,
+                alone(2),
+            ),
+            (
+                // Nothing after a PSH: it closes the unit.
                 "PSH in the middle ends the unit",
                 vec![
                     tcp(t4(), 1, 100),
-                    t4().seq(101).flags(psh).build(&payload(100, 101)),
+                    tcp(t4().flags(ACK_PSH), 101, 100),
                     tcp(t4(), 201, 100),
                 ],
                 ALL,
-                vec![(vec![0, 1], vnet::GSO_TCPV4), (vec![2], 0)],
+                vec![(vec![0, 1], v4), (vec![2], 0)],
             ),
             (
-                "out of order sequence stays apart",
+                // A PSH on the first packet: nothing may follow it in a unit.
+                "PSH head stays alone",
+                vec![tcp(t4().flags(ACK_PSH), 1, 100), tcp(t4(), 101, 100)],
+                ALL,
+                alone(2),
+            ),
+            (
+                // wireguard-go's "PSH interleaved", v4 half: the packets after
+                // the PSH merge into a new unit.
+                "PSH interleaved tcp4",
+                vec![
+                    tcp(t4(), 1, 100),
+                    tcp(t4().flags(ACK_PSH), 101, 100),
+                    tcp(t4(), 201, 100),
+                    tcp(t4(), 301, 100),
+                ],
+                ALL,
+                vec![(vec![0, 1], v4), (vec![2, 3], v4)],
+            ),
+            (
+                // The v6 half.
+                "PSH interleaved tcp6",
+                vec![
+                    tcp(t6(), 1, 100),
+                    tcp(t6().flags(ACK_PSH), 101, 100),
+                    tcp(t6(), 201, 100),
+                    tcp(t6(), 301, 100),
+                ],
+                ALL,
+                vec![(vec![0, 1], v6), (vec![2, 3], v6)],
+            ),
+            (
+                // wireguard-go's "out of order", its input order (101, 1, 201).
+                // wireguard-go prepends seq 1 to the unit of 101 and writes one
+                // 340-byte unit, reordering what it was given. This coalescer
+                // keeps each flow's order as given (no reordering, no lookups
+                // across units): seq 1 does not follow 101, so it ends that unit,
+                // and 201 does not follow 1. Three single writes, in order.
+                "out of order (101, 1, 201) is written as given",
+                vec![tcp(t4(), 101, 100), tcp(t4(), 1, 100), tcp(t4(), 201, 100)],
+                ALL,
+                alone(3),
+            ),
+            (
+                // Sequence numbers must follow on: a gap ends the unit.
+                "out of order (1, 201, 101) stays apart",
                 vec![tcp(t4(), 1, 100), tcp(t4(), 201, 100), tcp(t4(), 101, 100)],
                 ALL,
-                vec![(vec![0], 0), (vec![1], 0), (vec![2], 0)],
+                alone(3),
             ),
             (
+                // Units are per flow: two interleaved flows give two units.
                 "two flows interleaved each merge",
                 vec![
                     tcp(t4(), 1, 100),
-                    tcp(other_flow.clone(), 1, 100),
+                    tcp(with(t4(), |s| s.sport = 1001), 1, 100),
                     tcp(t4(), 101, 100),
-                    tcp(other_flow.clone(), 101, 100),
+                    tcp(with(t4(), |s| s.sport = 1001), 101, 100),
                 ],
                 ALL,
-                vec![(vec![0, 2], vnet::GSO_TCPV4), (vec![1, 3], vnet::GSO_TCPV4)],
+                vec![(vec![0, 2], v4), (vec![1, 3], v4)],
             ),
             (
-                "bad checksum head is written alone",
-                vec![bad_csum.clone(), tcp(t4(), 201, 100), tcp(t4(), 301, 100)],
+                // wireguard-go's "multiple protocols and flows".
+                "multiple protocols and flows",
+                multi.clone(),
                 ALL,
-                vec![(vec![0], 0), (vec![1, 2], vnet::GSO_TCPV4)],
+                vec![
+                    (vec![0, 3], v4),
+                    (vec![1, 8], ul4),
+                    (vec![2], 0),
+                    (vec![4], 0),
+                    (vec![5, 6], v6),
+                    (vec![7], 0),
+                    (vec![9, 10], ul4),
+                ],
             ),
             (
+                // wireguard-go's "multiple protocols and flows no UDP GRO": TCP
+                // still merges, every UDP datagram is written alone, in order.
+                "multiple protocols and flows, no UDP coalescing",
+                multi,
+                NO_UDP,
+                vec![
+                    (vec![0, 3], v4),
+                    (vec![1], 0),
+                    (vec![2], 0),
+                    (vec![4], 0),
+                    (vec![5, 6], v6),
+                    (vec![7], 0),
+                    (vec![8], 0),
+                    (vec![9], 0),
+                    (vec![10], 0),
+                ],
+            ),
+            (
+                // wireguard-go's "coalesceItemInvalidCSum", both halves: a head
+                // whose L4 checksum is wrong is written alone, the next two merge.
+                "bad checksum head, tcp4 and udp4",
+                vec![
+                    flip(tcp(t4(), 1, 100), 36),
+                    tcp(t4(), 101, 100),
+                    tcp(t4(), 201, 100),
+                    flip(udp(u4(), 100, 1), 26),
+                    udp(u4(), 100, 2),
+                    udp(u4(), 100, 3),
+                ],
+                ALL,
+                vec![(vec![0], 0), (vec![1, 2], v4), (vec![3], 0), (vec![4, 5], ul4)],
+            ),
+            (
+                // A corrupt packet in the middle is written alone, and the unit
+                // before it does not take the packets after it.
                 "bad checksum in the middle is written alone, in order",
-                vec![tcp(t4(), 1, 100), bad_csum.clone(), tcp(t4(), 201, 100)],
+                vec![
+                    tcp(t4(), 1, 100),
+                    flip(tcp(t4(), 101, 100), 36),
+                    tcp(t4(), 201, 100),
+                ],
                 ALL,
-                vec![(vec![0], 0), (vec![1], 0), (vec![2], 0)],
+                alone(3),
             ),
             (
-                "unequal TTL",
-                vec![tcp(t4(), 1, 100), tcp(ttl, 101, 100)],
+                // The IPv4 header checksum is verified too (merging would give
+                // the corrupt header a fresh, valid checksum).
+                "bad IPv4 header checksum is written alone",
+                vec![tcp(t4(), 1, 100), flip(tcp(t4(), 101, 100), 10)],
                 ALL,
-                vec![(vec![0], 0), (vec![1], 0)],
+                alone(2),
             ),
             (
-                "unequal ToS",
-                vec![tcp(t4(), 1, 100), tcp(tos, 101, 100)],
+                // A pure ACK (no payload) never merges, and it ends its flow's
+                // unit: the next segment must not be written before it.
+                "a pure ACK in between keeps its place",
+                vec![tcp(t4(), 1, 100), tcp(t4(), 101, 0), tcp(t4(), 101, 100)],
                 ALL,
-                vec![(vec![0], 0), (vec![1], 0)],
+                alone(3),
             ),
             (
-                "unequal DF",
-                vec![tcp(t4(), 1, 100), tcp(no_df, 101, 100)],
+                // Two pure ACKs: nothing to segment.
+                "pure ACKs do not merge",
+                vec![tcp(t4(), 1, 0), tcp(t4(), 1, 0)],
                 ALL,
-                vec![(vec![0], 0), (vec![1], 0)],
+                alone(2),
             ),
             (
-                "MF set",
-                vec![tcp(t4(), 101, 100), mf],
+                // TCP flags must be exactly ACK or ACK|PSH: FIN is written alone.
+                "FIN is written alone",
+                vec![
+                    tcp(t4(), 1, 100),
+                    tcp(t4().flags(0x11), 101, 100),
+                    tcp(t4(), 201, 100),
+                ],
                 ALL,
-                vec![(vec![0], 0), (vec![1], 0)],
+                alone(3),
             ),
             (
-                "unequal hop limit",
-                vec![tcp(t6(), 1, 100), tcp(hop, 101, 100)],
+                "URG is written alone",
+                vec![tcp(t4(), 1, 100), tcp(t4().flags(0x30), 101, 100)],
                 ALL,
-                vec![(vec![0], 0), (vec![1], 0)],
+                alone(2),
             ),
             (
-                "unequal traffic class",
-                vec![tcp(t6(), 1, 100), tcp(tclass, 101, 100)],
+                "ECE is written alone",
+                vec![tcp(t4(), 1, 100), tcp(t4().flags(0x50), 101, 100)],
                 ALL,
-                vec![(vec![0], 0), (vec![1], 0)],
+                alone(2),
             ),
             (
+                // The ACK number is part of the flow match.
+                "unequal ACK number",
+                vec![tcp(t4(), 1, 100), tcp(with(t4(), |s| s.ack = 2), 101, 100)],
+                ALL,
+                alone(2),
+            ),
+            (
+                "unequal TTL tcp4",
+                vec![tcp(t4(), 1, 100), tcp(with(t4(), |s| s.ttl = 65), 101, 100)],
+                ALL,
+                alone(2),
+            ),
+            (
+                "unequal TTL udp4",
+                vec![udp(u4(), 100, 1), udp(with(u4(), |s| s.ttl = 65), 100, 2)],
+                ALL,
+                alone(2),
+            ),
+            (
+                "unequal ToS tcp4",
+                vec![tcp(t4(), 1, 100), tcp(with(t4(), |s| s.tos = 1), 101, 100)],
+                ALL,
+                alone(2),
+            ),
+            (
+                "unequal ToS udp4",
+                vec![udp(u4(), 100, 1), udp(with(u4(), |s| s.tos = 1), 100, 2)],
+                ALL,
+                alone(2),
+            ),
+            (
+                "unequal DF tcp4",
+                vec![tcp(t4(), 1, 100), tcp(with(t4(), |s| s.df = false), 101, 100)],
+                ALL,
+                alone(2),
+            ),
+            (
+                "unequal DF udp4",
+                vec![udp(u4(), 100, 1), udp(with(u4(), |s| s.df = false), 100, 2)],
+                ALL,
+                alone(2),
+            ),
+            (
+                // MF set (header checksum recomputed, so the fragment rule is
+                // what keeps it apart): a fragment never merges.
+                "MF set tcp4",
+                vec![tcp(t4(), 1, 100), fixed(tcp(t4(), 101, 100), |p| p[6] |= 0x20)],
+                ALL,
+                alone(2),
+            ),
+            (
+                "MF set udp4",
+                vec![udp(u4(), 100, 1), fixed(udp(u4(), 100, 2), |p| p[6] |= 0x20)],
+                ALL,
+                alone(2),
+            ),
+            (
+                // The reserved IPv4 flag bit must match, or it would be lost.
+                "unequal IPv4 reserved flag",
+                vec![tcp(t4(), 1, 100), fixed(tcp(t4(), 101, 100), |p| p[6] |= 0x80)],
+                ALL,
+                alone(2),
+            ),
+            (
+                "unequal hop limit tcp6",
+                vec![tcp(t6(), 1, 100), tcp(with(t6(), |s| s.ttl = 65), 101, 100)],
+                ALL,
+                alone(2),
+            ),
+            (
+                "unequal hop limit udp6",
+                vec![udp(u6(), 100, 1), udp(with(u6(), |s| s.ttl = 65), 100, 2)],
+                ALL,
+                alone(2),
+            ),
+            (
+                "unequal traffic class tcp6",
+                vec![tcp(t6(), 1, 100), tcp(with(t6(), |s| s.tos = 0x10), 101, 100)],
+                ALL,
+                alone(2),
+            ),
+            (
+                "unequal traffic class udp6",
+                vec![udp(u6(), 100, 1), udp(with(u6(), |s| s.tos = 0x10), 100, 2)],
+                ALL,
+                alone(2),
+            ),
+            (
+                // The flow label must match, or it would be lost (not covered
+                // by any checksum).
+                "unequal flow label tcp6",
+                vec![tcp(t6(), 1, 100), tcp(with(t6(), |s| s.flow_label = 3), 101, 100)],
+                ALL,
+                alone(2),
+            ),
+            (
+                // Identical TCP options: equal ones merge...
+                "equal TCP options merge",
+                vec![tcp(t4().opts(&ts(7)), 1, 100), tcp(t4().opts(&ts(7)), 101, 100)],
+                ALL,
+                vec![(vec![0, 1], v4)],
+            ),
+            (
+                // ...timestamps that differ, at the same length, do not.
+                "differing TCP timestamps tcp4",
+                vec![tcp(t4().opts(&ts(7)), 1, 100), tcp(t4().opts(&ts(8)), 101, 100)],
+                ALL,
+                alone(2),
+            ),
+            (
+                "differing TCP timestamps tcp6",
+                vec![tcp(t6().opts(&ts(7)), 1, 100), tcp(t6().opts(&ts(8)), 101, 100)],
+                ALL,
+                alone(2),
+            ),
+            (
+                // Nor do options of different lengths.
+                "TCP options of different lengths",
+                vec![tcp(t4().opts(&ts(7)), 1, 100), tcp(t4(), 101, 100)],
+                ALL,
+                alone(2),
+            ),
+            (
+                // IPv4 options: never merged.
+                "IPv4 options",
+                vec![
+                    with_ipv4_options(&tcp(t4(), 1, 100), &[1, 1, 1, 0]),
+                    with_ipv4_options(&tcp(t4(), 101, 100), &[1, 1, 1, 0]),
+                ],
+                ALL,
+                alone(2),
+            ),
+            (
+                // IPv6 extension headers: never merged (two adjacent segments
+                // that merge without the header, see "three tcp6 in sequence").
+                "IPv6 extension header",
+                vec![
+                    with_hop_by_hop(&tcp(t6(), 1, 100)),
+                    with_hop_by_hop(&tcp(t6(), 101, 100)),
+                ],
+                ALL,
+                alone(2),
+            ),
+            (
+                // A buffer longer than the IP total length (checksum made valid
+                // over the whole buffer; the second packet follows on if the
+                // trailing bytes were taken as payload).
+                "bytes beyond the IP total length",
+                vec![
+                    fixed(tcp(t4(), 1, 100), |p| p.extend_from_slice(&[0, 0])),
+                    tcp(t4(), 103, 100),
+                ],
+                ALL,
+                alone(2),
+            ),
+            (
+                // The UDP length must cover the IP payload exactly.
+                "UDP length shorter than the IP payload",
+                vec![
+                    fixed(udp(u4(), 100, 1), |p| {
+                        p[24..26].copy_from_slice(&106u16.to_be_bytes())
+                    }),
+                    udp(u4(), 100, 2),
+                ],
+                ALL,
+                alone(2),
+            ),
+            (
+                // A zero UDP checksum means none: merging would invent one.
+                "zero UDP checksum is written alone",
+                vec![zero_csum, udp(u4(), 100, 2)],
+                ALL,
+                alone(2),
+            ),
+            (
+                // Coalescing switched off per protocol.
                 "tcp off",
                 vec![tcp(t4(), 1, 100), tcp(t4(), 101, 100)],
-                GroConfig {
-                    tcp: false,
-                    udp: true,
-                },
-                vec![(vec![0], 0), (vec![1], 0)],
+                NO_TCP,
+                alone(2),
             ),
             (
                 "udp4 merges",
-                vec![
-                    Spec::udp4().build(&payload(100, 1)),
-                    Spec::udp4().build(&payload(100, 2)),
-                    Spec::udp4().build(&payload(60, 3)),
-                ],
+                vec![udp(u4(), 100, 1), udp(u4(), 100, 2), udp(u4(), 60, 3)],
                 ALL,
-                vec![(vec![0, 1, 2], vnet::GSO_UDP_L4)],
+                vec![(vec![0, 1, 2], ul4)],
             ),
             (
                 "udp6 merges",
-                vec![
-                    Spec::udp6().build(&payload(100, 1)),
-                    Spec::udp6().build(&payload(100, 2)),
-                ],
+                vec![udp(u6(), 100, 1), udp(u6(), 100, 2)],
                 ALL,
-                vec![(vec![0, 1], vnet::GSO_UDP_L4)],
+                vec![(vec![0, 1], ul4)],
             ),
             (
                 "udp off",
-                vec![
-                    Spec::udp4().build(&payload(100, 1)),
-                    Spec::udp4().build(&payload(100, 2)),
-                ],
-                GroConfig {
-                    tcp: true,
-                    udp: false,
-                },
-                vec![(vec![0], 0), (vec![1], 0)],
+                vec![udp(u4(), 100, 1), udp(u4(), 100, 2)],
+                NO_UDP,
+                alone(2),
             ),
             (
+                // Same addresses and ports, different protocols: two flows.
                 "tcp and udp mixed",
                 vec![
                     tcp(t4(), 1, 100),
-                    Spec::udp4().build(&payload(100, 1)),
+                    udp(u4(), 100, 1),
                     tcp(t4(), 101, 100),
-                    Spec::udp4().build(&payload(100, 2)),
+                    udp(u4(), 100, 2),
                 ],
                 ALL,
-                vec![(vec![0, 2], vnet::GSO_TCPV4), (vec![1, 3], vnet::GSO_UDP_L4)],
+                vec![(vec![0, 2], v4), (vec![1, 3], ul4)],
             ),
         ];
+        // Every row is checked; all that fail are reported.
+        let mut failed = Vec::new();
         for (what, packets, cfg, want) in rows {
-            assert_eq!(run(&packets, cfg), want, "{what}");
+            let got = run(&packets, cfg);
+            if got != want {
+                failed.push(format!("{what}: got {got:?}, want {want:?}"));
+            }
         }
+        assert!(failed.is_empty(), "failing rows:\n{}", failed.join("\n"));
+    }
+
+    /// Checks the virtio header and the headers of the super-packet of `packets`
+    /// (all of one flow, coalesced into one unit).
+    fn check_unit(packets: &[Vec<u8>], gso_type: u8) {
+        let refs: Vec<&[u8]> = packets.iter().map(|p| p.as_slice()).collect();
+        let mut g = Gro::new(ALL);
+        g.coalesce(&refs);
+        let units: Vec<Unit<'_>> = g.units(&refs).collect();
+        assert_eq!(units.len(), 1, "one unit");
+        let u = units[0];
+        let b = u.bytes;
+        let first = &packets[0];
+        let v6 = first[0] >> 4 == 6;
+        let (l4, proto) = if v6 { (40, first[6]) } else { (20, first[9]) };
+        let l4h = if proto == 6 {
+            ((first[l4 + 12] >> 4) * 4) as usize
+        } else {
+            8
+        };
+        let (csum_offset, gso_size) = (if proto == 6 { 16 } else { 6 }, first.len() - l4 - l4h);
+        assert_eq!(
+            u.vnet,
+            VnetHdr {
+                flags: vnet::F_NEEDS_CSUM,
+                gso_type,
+                hdr_len: (l4 + l4h) as u16,
+                gso_size: gso_size as u16,
+                csum_start: l4 as u16,
+                csum_offset,
+            }
+        );
+        // The super-packet: the head's headers, then every payload in order.
+        let want_len = l4 + l4h + packets.iter().map(|p| p.len() - l4 - l4h).sum::<usize>();
+        assert_eq!(b.len(), want_len);
+        let payloads: Vec<u8> = packets.iter().flat_map(|p| p[l4 + l4h..].to_vec()).collect();
+        assert_eq!(&b[l4 + l4h..], payloads.as_slice());
+        if v6 {
+            assert_eq!(u16::from_be_bytes([b[4], b[5]]) as usize, b.len() - 40);
+        } else {
+            assert_eq!(u16::from_be_bytes([b[2], b[3]]) as usize, b.len());
+            assert_eq!(reference_checksum(&b[..20], 0), 0, "IPv4 header checksum");
+        }
+        let l4_len = b.len() - l4;
+        if proto == 17 {
+            assert_eq!(
+                u16::from_be_bytes([b[l4 + 4], b[l4 + 5]]) as usize,
+                l4_len,
+                "UDP length"
+            );
+        }
+        // The L4 checksum field holds the pseudo-header sum, folded, not
+        // complemented (what NEEDS_CSUM means), computed here independently.
+        let (src, dst) = if v6 {
+            (&b[8..24], &b[24..40])
+        } else {
+            (&b[12..16], &b[16..20])
+        };
+        let partial = !reference_checksum(&[], pseudo_sum(src, dst, proto, l4_len));
+        let at = l4 + csum_offset as usize;
+        assert_eq!(
+            u16::from_be_bytes([b[at], b[at + 1]]),
+            partial,
+            "partial checksum"
+        );
+        // Finishing it as the kernel would gives a valid checksum over the whole super-packet.
+        let mut done = b.to_vec();
+        let full = reference_checksum(&done[l4..], 0);
+        done[at..at + 2].copy_from_slice(&full.to_be_bytes());
+        assert!(checksums_valid(&done), "finished super-packet checksum");
     }
 
     #[test]
-    fn zero_udp_checksum_is_written_alone() {
-        let mut a = Spec::udp4().build(&payload(100, 1));
-        a[26..28].copy_from_slice(&[0, 0]);
-        let b = Spec::udp4().build(&payload(100, 2));
-        assert_eq!(run(&[a, b], ALL), vec![(vec![0], 0), (vec![1], 0)]);
+    fn virtio_header_of_a_unit_tcp4_tcp6_udp4_udp6() {
+        let tcp3 = |s: fn() -> Spec| {
+            vec![
+                tcp(s(), 1, 100),
+                tcp(s(), 101, 100),
+                tcp(s().flags(ACK_PSH), 201, 60),
+            ]
+        };
+        let udp3 = |s: fn() -> Spec| vec![udp(s(), 100, 1), udp(s(), 100, 2), udp(s(), 60, 3)];
+        check_unit(&tcp3(Spec::tcp4), vnet::GSO_TCPV4);
+        check_unit(&tcp3(Spec::tcp6), vnet::GSO_TCPV6);
+        check_unit(&udp3(Spec::udp4), vnet::GSO_UDP_L4);
+        check_unit(&udp3(Spec::udp6), vnet::GSO_UDP_L4);
+        // With TCP options: hdr_len covers them.
+        let opts = |seq, len| tcp(Spec::tcp4().opts(&ts(9)), seq, len);
+        check_unit(&[opts(1, 100), opts(101, 100)], vnet::GSO_TCPV4);
     }
 
     #[test]
-    fn ipv6_extension_headers_are_not_merged() {
-        let base = tcp(Spec::tcp6(), 1, 100);
-        let mut p = base[..40].to_vec();
-        p[6] = 0;
-        p.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]);
-        p.extend_from_slice(&base[40..]);
-        let plen = (p.len() - 40) as u16;
-        p[4..6].copy_from_slice(&plen.to_be_bytes());
-        assert_eq!(run(&[p.clone(), p], ALL), vec![(vec![0], 0), (vec![1], 0)]);
+    fn a_unit_ending_in_psh_carries_psh() {
+        let packets = [
+            tcp(Spec::tcp4(), 1, 100),
+            tcp(Spec::tcp4().flags(ACK_PSH), 101, 100),
+        ];
+        let refs: Vec<&[u8]> = packets.iter().map(|p| p.as_slice()).collect();
+        let mut g = Gro::new(ALL);
+        g.coalesce(&refs);
+        let u = g.units(&refs).next().unwrap();
+        assert_eq!(u.packets, &[0, 1]);
+        assert_eq!(u.bytes[33], ACK_PSH);
+        assert_eq!(packets[0][33], ACK);
     }
 
     #[test]
@@ -640,6 +1090,10 @@ mod tests {
             .map(|i| Spec::udp4().build(&payload(100, i as u8)))
             .collect();
         let units = run(&udp, ALL);
+        assert_eq!(units.iter().map(|u| u.0.len()).collect::<Vec<_>>(), vec![64, 36]);
+        // TCP too: 100 small segments (10 kB, far below 64 KiB) give 64 + 36.
+        let small: Vec<Vec<u8>> = (0..100).map(|i| tcp(Spec::tcp4(), 1 + i * 100, 100)).collect();
+        let units = run(&small, ALL);
         assert_eq!(units.iter().map(|u| u.0.len()).collect::<Vec<_>>(), vec![64, 36]);
         let big: Vec<Vec<u8>> = (0..60).map(|i| tcp(Spec::tcp4(), 1 + i * 1400, 1400)).collect();
         let units = run(&big, ALL);

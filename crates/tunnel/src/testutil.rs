@@ -21,7 +21,8 @@ pub fn reference_checksum(data: &[u8], initial: u32) -> u16 {
     !(sum as u16)
 }
 
-fn pseudo_sum(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u32 {
+/// The pseudo-header sum (IPv4 or IPv6: the length fits 16 bits here), not folded.
+pub fn pseudo_sum(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u32 {
     let mut s: u32 = 0;
     for c in src.chunks(2).chain(dst.chunks(2)) {
         s += u16::from_be_bytes([c[0], c[1]]) as u32;
@@ -45,6 +46,8 @@ pub struct Spec {
     pub tos: u8,
     pub df: bool,
     pub id: u16,
+    /// IPv6 flow label (20 bits).
+    pub flow_label: u32,
     pub tcp_opts: Vec<u8>,
 }
 
@@ -68,6 +71,7 @@ impl Spec {
             tos: 0,
             df: true,
             id: 100,
+            flow_label: 0,
             tcp_opts: vec![],
         }
     }
@@ -98,6 +102,11 @@ impl Spec {
         self.flags = f;
         self
     }
+    /// TCP options (a multiple of 4 bytes).
+    pub fn opts(mut self, opts: &[u8]) -> Spec {
+        self.tcp_opts = opts.to_vec();
+        self
+    }
 
     /// The packet with `payload`, every checksum valid.
     pub fn build(&self, payload: &[u8]) -> Vec<u8> {
@@ -113,7 +122,8 @@ impl Spec {
         let proto = if self.udp { 17 } else { 6 };
         if self.v6 {
             p[0] = 0x60 | (self.tos >> 4);
-            p[1] = self.tos << 4;
+            p[1] = (self.tos << 4) | ((self.flow_label >> 16) & 0x0f) as u8;
+            p[2..4].copy_from_slice(&(self.flow_label as u16).to_be_bytes());
             p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
             p[6] = proto;
             p[7] = self.ttl;
@@ -157,6 +167,65 @@ impl Spec {
         p[at..at + 2].copy_from_slice(&c.to_be_bytes());
         p
     }
+}
+
+/// Recomputes the IPv4 header checksum and the TCP/UDP checksum of `p` after
+/// a header was changed (reference implementation). The L4 checksum covers
+/// everything after the IP headers, to the end of the buffer, with that length
+/// in the pseudo-header: the way a coalescer that trusts the buffer checks it.
+/// A UDP checksum that is zero in the packet stays zero (no checksum).
+pub fn fix_checksums(p: &mut [u8]) {
+    let Ok(ip) = crate::packet::parse_ip(p) else {
+        return;
+    };
+    let l4 = ip.l4_offset;
+    if ip.version == 4 {
+        p[10..12].copy_from_slice(&[0, 0]);
+        let c = reference_checksum(&p[..l4], 0);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+    }
+    let at = match ip.proto {
+        6 => l4 + 16,
+        17 => l4 + 6,
+        _ => return,
+    };
+    if at + 2 > p.len() || (ip.proto == 17 && p[at..at + 2] == [0, 0]) {
+        return;
+    }
+    p[at..at + 2].copy_from_slice(&[0, 0]);
+    let (src, dst) = crate::packet::addrs(p, ip.version);
+    let ps = pseudo_sum(src, dst, ip.proto, p.len() - l4);
+    let mut c = reference_checksum(&p[l4..], ps);
+    if ip.proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    p[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// `p` (IPv6, no extension headers) with an 8-byte hop-by-hop options header
+/// (PadN) inserted before its L4 header; payload length updated. L4 checksums
+/// stay valid: they do not cover extension headers.
+pub fn with_hop_by_hop(p: &[u8]) -> Vec<u8> {
+    let mut out = p[..40].to_vec();
+    out[6] = 0; // next header: hop-by-hop
+    out.extend_from_slice(&[p[6], 0, 1, 4, 0, 0, 0, 0]); // next: the L4 protocol, length 8, PadN
+    out.extend_from_slice(&p[40..]);
+    let plen = (out.len() - 40) as u16;
+    out[4..6].copy_from_slice(&plen.to_be_bytes());
+    out
+}
+
+/// `p` (IPv4 without options) with `opts` (a multiple of 4 bytes) as IPv4
+/// options; lengths and checksums updated.
+pub fn with_ipv4_options(p: &[u8], opts: &[u8]) -> Vec<u8> {
+    let mut out = p[..20].to_vec();
+    out.extend_from_slice(opts);
+    out.extend_from_slice(&p[20..]);
+    out[0] = 0x40 | ((20 + opts.len()) / 4) as u8;
+    let total = out.len() as u16;
+    out[2..4].copy_from_slice(&total.to_be_bytes());
+    fix_checksums(&mut out);
+    out
 }
 
 /// True if every checksum of `p` verifies (reference implementation).
