@@ -17,6 +17,26 @@ use crate::gso;
 use crate::vnet::{self, VnetHdr};
 use crate::{Device, Error, Result};
 
+/// The system calls batched I/O makes on a queue: a trait so that the tests
+/// can script the kernel's answers (short frames, `EAGAIN`, `EINVAL`).
+trait Io {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn write(&self, buf: &[u8]) -> io::Result<usize>;
+    fn writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl Io for Device {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Device::read(self, buf)
+    }
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        Device::write(self, buf)
+    }
+    fn writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        Device::writev(self, bufs)
+    }
+}
+
 /// The largest frame one read returns without a virtio header.
 pub const MAX_PACKET: usize = crate::device::MAX_PACKET;
 /// Room for one frame with a virtio header (the kernel's limit is 64 KiB plus headers).
@@ -78,6 +98,10 @@ impl Rx {
     /// nothing is ready now, or (see [`Rx::needs_room`]) that the next packets
     /// need a larger slab. Never waits.
     pub fn recv(&mut self, dev: &Device, slab: &mut [u8], lens: &mut [u32]) -> Result<usize> {
+        self.recv_io(dev, slab, lens)
+    }
+
+    fn recv_io(&mut self, dev: &impl Io, slab: &mut [u8], lens: &mut [u32]) -> Result<usize> {
         if self.vnet {
             return self.recv_vnet(dev, slab, lens);
         }
@@ -168,7 +192,7 @@ impl Rx {
         self.pending.map(|_| self.needs)
     }
 
-    fn recv_vnet(&mut self, dev: &Device, slab: &mut [u8], lens: &mut [u32]) -> Result<usize> {
+    fn recv_vnet(&mut self, dev: &impl Io, slab: &mut [u8], lens: &mut [u32]) -> Result<usize> {
         let mut pos = 0usize;
         let mut count = 0usize;
         while count < lens.len() {
@@ -237,6 +261,32 @@ impl Backlog {
         self.frames.push((start, self.bytes.len(), packets, ip_bytes));
     }
 
+    /// Replaces frame `i` by the packets laid end to end in `buf` (lengths
+    /// `lens`), each with a `GSO_NONE` header, in order. Only for the `EINVAL`
+    /// fallback: it may allocate.
+    fn replace(&mut self, i: usize, buf: &[u8], lens: &[u32]) {
+        let (start, end, _, _) = self.frames[i];
+        let added: usize = lens.iter().map(|&l| vnet::LEN + l as usize).sum();
+        for f in &mut self.frames[i + 1..] {
+            f.0 = f.0 - (end - start) + added;
+            f.1 = f.1 - (end - start) + added;
+        }
+        let mut at = 0;
+        let bytes = lens.iter().flat_map(|&l| {
+            let p = &buf[at..at + l as usize];
+            at += l as usize;
+            NO_GSO.iter().chain(p).copied()
+        });
+        self.bytes.splice(start..end, bytes);
+        let mut pos = start;
+        let frames = lens.iter().map(|&l| {
+            let f = (pos, pos + vnet::LEN + l as usize, 1, l as usize);
+            pos = f.1;
+            f
+        });
+        self.frames.splice(i..i + 1, frames);
+    }
+
     /// Forgets the first `n` frames.
     fn consume(&mut self, n: usize) {
         if n >= self.frames.len() {
@@ -274,7 +324,7 @@ const NO_GSO: [u8; vnet::LEN] = [0; vnet::LEN];
 /// Writes one frame, or queues it behind the backlog (or when it would block).
 #[allow(clippy::too_many_arguments)]
 fn write_frame(
-    dev: &Device,
+    dev: &impl Io,
     vnet: bool,
     hdr: &[u8; vnet::LEN],
     bytes: &[u8],
@@ -336,7 +386,11 @@ impl Tx {
     /// backlog ([`Tx::flush`] once the device is writable). Errors are the
     /// kernel's refusals.
     pub fn send(&mut self, dev: &Device, packets: &[&[u8]]) -> Result<usize> {
-        self.flush(dev)?;
+        self.send_io(dev, packets)
+    }
+
+    fn send_io(&mut self, dev: &impl Io, packets: &[&[u8]]) -> Result<usize> {
+        self.flush_io(dev)?;
         let total = packets.len();
         let (backlog, counters) = (&mut self.backlog, &mut self.counters);
         if !self.vnet {
@@ -390,6 +444,15 @@ impl Tx {
         frames: &[&[u8]],
         offloads: crate::device::Offloads,
     ) -> Result<usize> {
+        self.send_frames_io(dev, frames, offloads)
+    }
+
+    fn send_frames_io(
+        &mut self,
+        dev: &impl Io,
+        frames: &[&[u8]],
+        offloads: crate::device::Offloads,
+    ) -> Result<usize> {
         for (i, f) in frames.iter().enumerate() {
             let bad = || Error::Malformed {
                 what: "frame",
@@ -399,7 +462,7 @@ impl Tx {
             let hdr = VnetHdr::decode_le(f).ok_or_else(bad)?;
             gso::plan(&hdr, &f[vnet::LEN..]).map_err(|_| bad())?;
         }
-        self.flush(dev)?;
+        self.flush_io(dev)?;
         let (backlog, counters) = (&mut self.backlog, &mut self.counters);
         for f in frames {
             let Some(hdr) = VnetHdr::decode_le(f) else {
@@ -463,10 +526,20 @@ impl Tx {
     }
 
     /// Writes the backlog. Returns the number of frames still waiting.
+    ///
+    /// A coalesced frame the kernel refuses with `EINVAL` is split into its
+    /// packets, which take its place at the front of the backlog and are
+    /// written one by one, as on the direct path: nothing is lost, and that
+    /// protocol is not coalesced any more. Any other refusal drops the refused
+    /// frame and returns the error; the rest stays queued.
     pub fn flush(&mut self, dev: &Device) -> Result<usize> {
+        self.flush_io(dev)
+    }
+
+    fn flush_io(&mut self, dev: &impl Io) -> Result<usize> {
         let mut written = 0;
         let mut failure = None;
-        for &(start, end, packets, ip_bytes) in &self.backlog.frames {
+        while let Some(&(start, end, packets, ip_bytes)) = self.backlog.frames.get(written) {
             let frame = &self.backlog.bytes[start..end];
             let res = if self.vnet {
                 dev.write(frame)
@@ -481,6 +554,30 @@ impl Tx {
                     written += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINVAL) && self.vnet && frame[1] != vnet::GSO_NONE =>
+                {
+                    let gso = frame[1] & !vnet::GSO_ECN;
+                    if !split_queued(
+                        &mut self.backlog,
+                        written,
+                        &mut self.split_buf,
+                        &mut self.split_lens,
+                    ) {
+                        // Not splittable (cannot happen for what this queue built): dropped, reported.
+                        written += 1;
+                        failure = Some(e);
+                        break;
+                    }
+                    self.counters.fallbacks += 1;
+                    let mut cfg = self.gro.config();
+                    if gso == vnet::GSO_UDP_L4 {
+                        cfg.udp = false;
+                    } else {
+                        cfg.tcp = false;
+                    }
+                    self.gro.set_config(cfg);
+                }
                 Err(e) => {
                     // The refused frame is dropped with the error; the rest stays queued.
                     written += 1;
@@ -497,7 +594,339 @@ impl Tx {
     }
 }
 
+/// Splits queued frame `i` (a virtio header, native-endian, and a
+/// super-packet) into its packets, each queued in its place with a `GSO_NONE`
+/// header, in order. `buf` and `lens` are scratch space, grown as needed.
+/// False (and nothing changed) if the frame does not split.
+fn split_queued(backlog: &mut Backlog, i: usize, buf: &mut Vec<u8>, lens: &mut Vec<u32>) -> bool {
+    let Some(&(start, end, _, _)) = backlog.frames.get(i) else {
+        return false;
+    };
+    let frame = &backlog.bytes[start..end];
+    let Some(hdr) = VnetHdr::decode(frame) else {
+        return false;
+    };
+    let pkt = &frame[vnet::LEN..];
+    let Ok(plan) = gso::plan(&hdr, pkt) else {
+        return false;
+    };
+    if buf.len() < plan.bytes {
+        buf.resize(plan.bytes, 0);
+    }
+    if lens.len() < plan.segments {
+        lens.resize(plan.segments, 0);
+    }
+    let Ok(n) = gso::split(&hdr, pkt, buf, lens) else {
+        return false;
+    };
+    backlog.replace(i, buf, &lens[..n]);
+    true
+}
+
 fn send_error(e: io::Error, _done: usize, _total: usize) -> Error {
     // The errno is what callers act on; it stays intact.
     Error::sys("write", e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{checksums_valid, payload, Spec};
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    type Answer = Box<dyn FnMut(&[u8]) -> Option<i32>>;
+
+    /// A scripted queue: reads return `reads` in turn (then `EAGAIN`); each
+    /// write is shown to `answer`, which refuses it with an errno or lets it
+    /// through, and what goes through is kept in `written`.
+    struct Fake {
+        reads: RefCell<VecDeque<Vec<u8>>>,
+        answer: RefCell<Answer>,
+        written: RefCell<Vec<Vec<u8>>>,
+    }
+
+    impl Fake {
+        fn new(answer: impl FnMut(&[u8]) -> Option<i32> + 'static) -> Fake {
+            Fake {
+                reads: RefCell::new(VecDeque::new()),
+                answer: RefCell::new(Box::new(answer)),
+                written: RefCell::new(Vec::new()),
+            }
+        }
+
+        fn take(&self, frame: Vec<u8>) -> io::Result<usize> {
+            if let Some(errno) = (self.answer.borrow_mut())(&frame) {
+                return Err(io::Error::from_raw_os_error(errno));
+            }
+            let n = frame.len();
+            self.written.borrow_mut().push(frame);
+            Ok(n)
+        }
+    }
+
+    impl Io for Fake {
+        fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(f) = self.reads.borrow_mut().pop_front() else {
+                return Err(io::Error::from_raw_os_error(libc::EAGAIN));
+            };
+            let n = f.len().min(buf.len());
+            buf[..n].copy_from_slice(&f[..n]);
+            Ok(n)
+        }
+        fn write(&self, buf: &[u8]) -> io::Result<usize> {
+            self.take(buf.to_vec())
+        }
+        fn writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.take(bufs.iter().flat_map(|b| b.iter().copied()).collect())
+        }
+    }
+
+    fn is_gso(frame: &[u8]) -> bool {
+        frame[1] != vnet::GSO_NONE
+    }
+
+    /// 10 UDP datagrams of one flow, then 5 TCP segments of another: two units.
+    fn two_flows() -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = (0..10).map(|i| Spec::udp4().build(&payload(1000, i))).collect();
+        v.extend((0..5).map(|i| Spec::tcp4().seq(1 + i * 1000).build(&payload(1000, i as u8))));
+        v
+    }
+
+    /// The IP packets of what went through, each with a `GSO_NONE` header
+    /// (asserted), IPv4 ID and header checksum zeroed.
+    fn singles(written: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        written
+            .iter()
+            .map(|f| {
+                assert_eq!(&f[..vnet::LEN], &NO_GSO, "one packet per write");
+                let mut p = f[vnet::LEN..].to_vec();
+                assert!(checksums_valid(&p));
+                p[4..6].copy_from_slice(&[0, 0]);
+                p[10..12].copy_from_slice(&[0, 0]);
+                p
+            })
+            .collect()
+    }
+
+    fn without_id(packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        singles(
+            &packets
+                .iter()
+                .map(|p| [&NO_GSO[..], p].concat())
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    const ALL: GroConfig = GroConfig { tcp: true, udp: true };
+
+    #[test]
+    fn direct_write_refused_with_einval_falls_back_to_single_packets() {
+        let gso_writes = std::rc::Rc::new(std::cell::Cell::new(0));
+        let seen = gso_writes.clone();
+        let dev = Fake::new(move |f| {
+            if is_gso(f) {
+                seen.set(seen.get() + 1);
+                Some(libc::EINVAL)
+            } else {
+                None
+            }
+        });
+        let packets = two_flows();
+        let refs: Vec<&[u8]> = packets.iter().map(|p| p.as_slice()).collect();
+        let mut tx = Tx::new(true, ALL);
+        assert_eq!(tx.send_io(&dev, &refs).unwrap(), 15);
+        assert_eq!(singles(&dev.written.borrow()), without_id(&packets));
+        assert_eq!(tx.counters.fallbacks, 2);
+        assert_eq!((tx.counters.packets, tx.counters.writes), (15, 15));
+        assert_eq!(
+            tx.gro_config(),
+            GroConfig {
+                tcp: false,
+                udp: false
+            }
+        );
+        // Coalescing is off now: nothing more is offered as GSO.
+        assert_eq!(tx.send_io(&dev, &refs).unwrap(), 15);
+        assert_eq!(gso_writes.get(), 2);
+        assert_eq!(tx.counters.packets, 30);
+    }
+
+    #[test]
+    fn queued_frame_refused_with_einval_is_written_packet_by_packet() {
+        // The first write would block: both units wait in the backlog. Then
+        // the kernel refuses every GSO write with EINVAL (as some stable
+        // kernels do): the queued super-packets must not be lost.
+        let mut calls = 0;
+        let dev = Fake::new(move |f| {
+            calls += 1;
+            match calls {
+                1 => Some(libc::EAGAIN),
+                _ if is_gso(f) => Some(libc::EINVAL),
+                _ => None,
+            }
+        });
+        let packets = two_flows();
+        let refs: Vec<&[u8]> = packets.iter().map(|p| p.as_slice()).collect();
+        let mut tx = Tx::new(true, ALL);
+        assert_eq!(tx.send_io(&dev, &refs).unwrap(), 15);
+        assert_eq!(tx.backlog(), 2, "two coalesced frames queued");
+        assert!(dev.written.borrow().is_empty());
+        assert_eq!(tx.flush_io(&dev).unwrap(), 0);
+        assert_eq!(
+            singles(&dev.written.borrow()),
+            without_id(&packets),
+            "every packet, in order"
+        );
+        assert_eq!(tx.counters.fallbacks, 2);
+        let bytes: usize = packets.iter().map(|p| p.len()).sum();
+        assert_eq!(
+            (tx.counters.packets, tx.counters.writes, tx.counters.bytes),
+            (15, 15, bytes as u64)
+        );
+        assert_eq!(
+            tx.gro_config(),
+            GroConfig {
+                tcp: false,
+                udp: false
+            }
+        );
+    }
+
+    #[test]
+    fn split_packets_that_would_block_stay_queued_in_order() {
+        // EAGAIN first (queued), EINVAL for GSO, and EAGAIN again after three
+        // single packets: the rest of the split packets wait at the front of
+        // the backlog, ahead of the second unit.
+        let mut calls = 0;
+        let mut singles_taken = 0;
+        let dev = Fake::new(move |f| {
+            calls += 1;
+            if calls == 1 {
+                return Some(libc::EAGAIN);
+            }
+            if is_gso(f) {
+                return Some(libc::EINVAL);
+            }
+            singles_taken += 1;
+            (singles_taken == 4).then_some(libc::EAGAIN)
+        });
+        let packets = two_flows();
+        let refs: Vec<&[u8]> = packets.iter().map(|p| p.as_slice()).collect();
+        let mut tx = Tx::new(true, ALL);
+        tx.send_io(&dev, &refs).unwrap();
+        assert_eq!(
+            tx.flush_io(&dev).unwrap(),
+            7 + 1,
+            "7 datagrams and the TCP unit still queued"
+        );
+        assert_eq!(dev.written.borrow().len(), 3);
+        assert_eq!(tx.flush_io(&dev).unwrap(), 0);
+        assert_eq!(singles(&dev.written.borrow()), without_id(&packets));
+        assert_eq!((tx.counters.packets, tx.counters.fallbacks), (15, 2));
+    }
+
+    #[test]
+    fn queued_single_refused_is_dropped_with_the_error_the_rest_stays() {
+        let mut calls = 0;
+        let dev = Fake::new(move |_| {
+            calls += 1;
+            match calls {
+                1 => Some(libc::EAGAIN),
+                2 => Some(libc::EIO),
+                _ => None,
+            }
+        });
+        let packets: Vec<Vec<u8>> = (0..3).map(|i| Spec::tcp4().build(&payload(10, i))).collect();
+        let refs: Vec<&[u8]> = packets.iter().map(|p| p.as_slice()).collect();
+        let mut tx = Tx::new(
+            true,
+            GroConfig {
+                tcp: false,
+                udp: false,
+            },
+        );
+        tx.send_io(&dev, &refs).unwrap();
+        assert_eq!(tx.backlog(), 3);
+        let err = tx.flush_io(&dev).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EIO));
+        assert_eq!(tx.backlog(), 2);
+        assert_eq!(tx.flush_io(&dev).unwrap(), 0);
+        assert_eq!(singles(&dev.written.borrow()), without_id(&packets[1..]));
+        assert_eq!(tx.counters.fallbacks, 0);
+    }
+
+    #[test]
+    fn split_queued_replaces_the_frame_in_place() {
+        // Pure: a coalesced frame between two others is split in the backlog.
+        let packets: Vec<Vec<u8>> = (0..4).map(|i| Spec::udp6().build(&payload(500, i))).collect();
+        let refs: Vec<&[u8]> = packets.iter().map(|p| p.as_slice()).collect();
+        let mut g = Gro::new(ALL);
+        g.coalesce(&refs);
+        let u = g.units(&refs).next().unwrap();
+        assert_eq!(u.packets.len(), 4);
+        let before = Spec::tcp4().build(&payload(7, 1));
+        let after = Spec::tcp6().build(&payload(9, 2));
+        let mut b = Backlog::default();
+        b.push(&NO_GSO, &before, 1, before.len());
+        b.push(&u.vnet.encode(), u.bytes, 4, 2000);
+        b.push(&NO_GSO, &after, 1, after.len());
+        let (mut buf, mut lens) = (Vec::new(), Vec::new());
+        assert!(split_queued(&mut b, 1, &mut buf, &mut lens));
+        assert_eq!(b.frames.len(), 6);
+        let frames: Vec<Vec<u8>> = b.frames.iter().map(|f| b.bytes[f.0..f.1].to_vec()).collect();
+        let mut want = vec![before.clone()];
+        want.extend(packets.iter().cloned());
+        want.push(after.clone());
+        let got: Vec<Vec<u8>> = frames.iter().map(|f| f[vnet::LEN..].to_vec()).collect();
+        assert_eq!(got, want);
+        assert!(frames.iter().all(|f| f[..vnet::LEN] == NO_GSO));
+        assert!(b.frames.iter().all(|f| f.2 == 1 && f.3 == f.1 - f.0 - vnet::LEN));
+        assert_eq!(b.frames.last().unwrap().1, b.bytes.len());
+        // A frame that does not split is left alone.
+        assert!(!split_queued(&mut b, 9, &mut buf, &mut lens));
+        b.push(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0], &[0x45], 1, 1);
+        assert!(!split_queued(&mut b, 6, &mut buf, &mut lens));
+        assert_eq!(b.frames.len(), 7);
+    }
+
+    #[test]
+    fn malformed_frame_is_counted_dropped_and_the_next_is_delivered() {
+        let tcp = Spec::tcp4().build(&payload(300, 1));
+        let udp = Spec::udp4().build(&payload(300, 2));
+        let hdr = |gso_type, gso_size, csum_offset| VnetHdr {
+            flags: vnet::F_NEEDS_CSUM,
+            gso_type,
+            hdr_len: 0,
+            gso_size,
+            csum_start: 20,
+            csum_offset,
+        };
+        let frame = |h: VnetHdr, p: &[u8]| [&h.encode()[..], p].concat();
+        let dev = Fake::new(|_| None);
+        dev.reads.borrow_mut().extend([
+            frame(hdr(vnet::GSO_TCPV4, 100, 16), &udp), // TCP GSO type on a UDP packet
+            frame(VnetHdr::default(), &tcp),            // good: one packet
+            vec![0; 6],                                 // shorter than a virtio header
+            frame(hdr(vnet::GSO_TCPV4, 100, 16), &tcp), // good: three segments
+        ]);
+        let mut rx = Rx::new(true);
+        let mut slab = vec![0u8; 1 << 16];
+        let mut lens = [0u32; 16];
+        assert_eq!(rx.recv_io(&dev, &mut slab, &mut lens).unwrap(), 4);
+        let c = rx.counters;
+        assert_eq!((c.reads, c.dropped, c.packets), (4, 2, 4));
+        assert_eq!(
+            &slab[..tcp.len()],
+            tcp.as_slice(),
+            "the good packet is delivered whole"
+        );
+        assert_eq!(lens[..4], [340, 140, 140, 140]);
+        let mut pos = tcp.len();
+        for &l in &lens[1..4] {
+            assert!(checksums_valid(&slab[pos..pos + l as usize]));
+            pos += l as usize;
+        }
+        assert_eq!(c.bytes as usize, pos);
+    }
 }
