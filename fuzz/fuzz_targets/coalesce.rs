@@ -1,7 +1,8 @@
 //! GRO coalesce of packets built from fuzz input (valid ones, plus raw bytes):
 //! never panics, every input goes out exactly once, singles unchanged, and
 //! every super-packet splits back into exactly its input packets (IPv4 ID
-//! aside) with valid checksums. A corrupt packet never comes out valid.
+//! aside) with valid checksums: a merge that loses a member's TCP options or
+//! flow label fails that. A corrupt packet never comes out valid.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tunnel::gro::{Gro, GroConfig};
@@ -27,6 +28,11 @@ fuzz_target!(|data: &[u8]| {
         if c[3] & 4 == 4 {
             seqs[flow] = seqs[flow].wrapping_add(7); // a gap
         }
+        if c[3] & 8 == 8 {
+            // TCP timestamps, equal or not between packets of a flow (must match to merge).
+            spec.tcp_opts = vec![1, 1, 8, 10, 0, 0, 0, c[2] & 1, 0, 0, 0, 1];
+        }
+        spec.flow_label = (c[1] & c[2] & 1) as u32; // IPv6 flow label, now and then
         let mut p = spec.seq(seqs[flow]).build(&payload(len, c[3]));
         seqs[flow] = seqs[flow].wrapping_add(len as u32);
         if c[3] & 0xf0 == 0xf0 {
