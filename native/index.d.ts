@@ -17,9 +17,10 @@ export declare class NativeTun {
    * Adopts a tun file descriptor opened elsewhere (a privileged helper's).
    * It must be attached to a tun device with IFF_NO_PI; it is owned (and
    * closed) by the returned object from now on. `offload` (default true)
-   * asks for segmentation offload where the descriptor has a virtio header.
+   * asks for segmentation offload where the descriptor has a virtio header;
+   * `coalesceTcp` and `coalesceUdp` (default true) are those of `open`.
    */
-  static fromFd(fd: number, offload?: boolean | undefined | null): NativeTun
+  static fromFd(fd: number, offload?: boolean | undefined | null, coalesceTcp?: boolean | undefined | null, coalesceUdp?: boolean | undefined | null): NativeTun
   /** Opens another queue of this multi-queue device. */
   openQueue(): NativeTun
   /** The interface name. */

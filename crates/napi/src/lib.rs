@@ -186,17 +186,23 @@ impl NativeTun {
     /// Adopts a tun file descriptor opened elsewhere (a privileged helper's).
     /// It must be attached to a tun device with IFF_NO_PI; it is owned (and
     /// closed) by the returned object from now on. `offload` (default true)
-    /// asks for segmentation offload where the descriptor has a virtio header.
+    /// asks for segmentation offload where the descriptor has a virtio header;
+    /// `coalesceTcp` and `coalesceUdp` (default true) are those of `open`.
     #[napi(factory)]
-    pub fn from_fd(fd: i32, offload: Option<bool>) -> Result<NativeTun> {
+    pub fn from_fd(
+        fd: i32,
+        offload: Option<bool>,
+        coalesce_tcp: Option<bool>,
+        coalesce_udp: Option<bool>,
+    ) -> Result<NativeTun> {
         let dev = Device::adopt(fd).map_err(to_napi)?;
         // The offload mask is per device: whatever it was, set it to what is
         // asked and possible (segmentation needs the descriptor's virtio header).
         let on = dev.vnet_hdr() && offload.unwrap_or(true);
         let offloads = dev.negotiate_offload(on, on).map_err(to_napi)?;
         let gro = GroConfig {
-            tcp: offloads.tcp,
-            udp: offloads.udp,
+            tcp: offloads.tcp && coalesce_tcp.unwrap_or(true),
+            udp: offloads.udp && coalesce_udp.unwrap_or(true),
         };
         register(dev, offloads, gro)
     }
