@@ -8,7 +8,7 @@ import { rootTest, Netns, withNetns } from './helpers/netns.js'
 
 interface Stats { rxPackets: number; rxReads: number; rxDropped: number; txPackets: number; txWrites: number }
 interface TcpResult { sentBytes: number; sentSha256: string; bytes: number; sha256: string; offload: { a: { tcp: boolean; udp: boolean } }; statsA: Stats; statsB: Stats }
-interface UdpResult { sent: number; datagrams: number; bad: number; distinct: number; offload: { a: { tcp: boolean; udp: boolean } }; statsA: Stats; statsB: Stats }
+interface UdpResult { sent: number; size: number; datagrams: number; bad: number; wrongLength: number; bytes: number; distinct: number; offload: { a: { tcp: boolean; udp: boolean } }; statsA: Stats; statsB: Stats }
 
 const MB100 = String(100 * 1000 * 1000)
 
@@ -45,6 +45,8 @@ for (const family of ['4', '6']) {
     t.is(r.datagrams, 4000)
     t.is(r.distinct, 4000)
     t.is(r.bad, 0)
+    t.is(r.wrongLength, 0, 'every datagram has its sent length')
+    t.is(r.bytes, 4000 * r.size)
     t.is(r.statsA.rxDropped, 0)
     if (r.offload.a.udp) {
       const perRead = r.statsA.rxPackets / r.statsA.rxReads
@@ -68,6 +70,8 @@ rootTest('relay with offload: false: UDP_SEGMENT datagrams arrive intact and com
   t.is(r.datagrams, 2000)
   t.is(r.distinct, 2000)
   t.is(r.bad, 0)
+  t.is(r.wrongLength, 0, 'every datagram has its sent length')
+  t.is(r.bytes, 2000 * r.size)
 })
 
 interface FallbackStep { received: number; intact: boolean; stats: { txFallbacks: number; txWrites: number; txPackets: number } }
@@ -93,4 +97,14 @@ rootTest('a GSO write the kernel refuses with EINVAL falls back to one packet pe
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
+})
+
+rootTest('write stream with offload: false: 100 packets concatenated in one chunk all arrive (not just the first)', async (t) => {
+  const r = await withNetns((ns) => ns.runFixture<{ offload: { tcp: boolean }; packets: number; received: number; intact: boolean; chunkBytes: number; stats: { txPackets: number; txWrites: number; txBytes: number } }>('offload_stream'))
+  t.false(r.offload.tcp)
+  t.is(r.received, 100)
+  t.true(r.intact, 'every datagram intact')
+  t.is(r.stats.txPackets, 100)
+  t.is(r.stats.txWrites, 100)
+  t.is(r.stats.txBytes, r.chunkBytes)
 })
