@@ -76,27 +76,50 @@ rootTest('relay with offload: false: UDP_SEGMENT datagrams arrive intact and com
 
 interface FallbackStep { received: number; intact: boolean; stats: { txFallbacks: number; txWrites: number; txPackets: number } }
 interface FallbackResult { offload: { tcp: boolean; udp: boolean }; afterBatch: FallbackStep; afterSecond: FallbackStep; afterFrames: FallbackStep }
+interface BacklogResult { offload: { tcp: boolean; udp: boolean }; afterQueued: FallbackStep; afterSecond: FallbackStep }
 
-rootTest('a GSO write the kernel refuses with EINVAL falls back to one packet per write: every datagram arrives intact, and that protocol stops coalescing', async (t) => {
-  // An LD_PRELOAD shim stands in for a kernel that refuses GSO writes: a
-  // writev to a tun device whose virtio header has a GSO type fails with EINVAL.
+/**
+ * Runs the fallback fixture under an LD_PRELOAD shim that stands in for a
+ * kernel refusing GSO writes: a writev or write to a tun device whose virtio
+ * header has a GSO type fails with EINVAL. Returns the result and what the
+ * shim refused.
+ */
+async function underShim<T>(args: string[], env: Record<string, string> = {}): Promise<{ r: T; refused: string }> {
   const dir = mkdtempSync(path.join(tmpdir(), 'tgso-shim-'))
   try {
     const so = path.join(dir, 'einval_shim.so')
     execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', so, path.join(__dirname, 'fixtures', 'einval_shim.c'), '-ldl'])
     const report = path.join(dir, 'refused')
-    const r = await withNetns((ns) => ns.runFixture<FallbackResult>('fallback', [], { env: { LD_PRELOAD: so, TUNNEL_SHIM_REPORT: report } }))
-    t.true(r.offload.udp, 'this test needs UDP offload (Linux >= 6.2)')
-    t.deepEqual([r.afterBatch.received, r.afterBatch.intact], [20, true], 'coalesced writeBatch refused: all 20 datagrams arrive, intact')
-    t.is(r.afterBatch.stats.txFallbacks, 1)
-    t.deepEqual([r.afterSecond.received, r.afterSecond.intact], [20, true])
-    t.is(r.afterSecond.stats.txFallbacks, 1, 'UDP coalescing is off after the refusal: nothing more is refused')
-    t.deepEqual([r.afterFrames.received, r.afterFrames.intact], [5, true], 'a refused whole frame is split and written packet by packet')
-    t.is(r.afterFrames.stats.txFallbacks, 2)
-    t.is(readFileSync(report, 'utf8').trim(), '2', 'the shim refused exactly the two GSO writes')
+    const r = await withNetns((ns) => ns.runFixture<T>('fallback', args, { env: { LD_PRELOAD: so, TUNNEL_SHIM_REPORT: report, ...env } }))
+    return { r, refused: readFileSync(report, 'utf8').trim() }
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
+}
+
+rootTest('a GSO write the kernel refuses with EINVAL falls back to one packet per write: every datagram arrives intact, and that protocol stops coalescing', async (t) => {
+  const { r, refused } = await underShim<FallbackResult>([])
+  t.true(r.offload.udp, 'this test needs UDP offload (Linux >= 6.2)')
+  t.deepEqual([r.afterBatch.received, r.afterBatch.intact], [20, true], 'coalesced writeBatch refused: all 20 datagrams arrive, intact')
+  t.is(r.afterBatch.stats.txFallbacks, 1)
+  t.deepEqual([r.afterSecond.received, r.afterSecond.intact], [20, true])
+  t.is(r.afterSecond.stats.txFallbacks, 1, 'UDP coalescing is off after the refusal: nothing more is refused')
+  t.deepEqual([r.afterFrames.received, r.afterFrames.intact], [5, true], 'a refused whole frame is split and written packet by packet')
+  t.is(r.afterFrames.stats.txFallbacks, 2)
+  t.is(refused, 'einval=2 eagain=0', 'the shim refused exactly the two GSO writes')
+})
+
+rootTest('a coalesced frame queued after EAGAIN and then refused with EINVAL is written one packet per write: nothing is lost', async (t) => {
+  // The shim answers the first GSO writev with EAGAIN: the frame waits in
+  // the backlog, and writing the backlog (write(2)) is refused with EINVAL.
+  const { r, refused } = await underShim<BacklogResult>(['backlog'], { TUNNEL_SHIM_EAGAIN_FIRST: '1' })
+  t.true(r.offload.udp, 'this test needs UDP offload (Linux >= 6.2)')
+  t.is(refused, 'einval=1 eagain=1', 'queued once, then refused once')
+  t.deepEqual([r.afterQueued.received, r.afterQueued.intact], [20, true], 'all 20 datagrams of the refused queued frame arrive, intact')
+  t.is(r.afterQueued.stats.txFallbacks, 1)
+  t.deepEqual([r.afterQueued.stats.txPackets, r.afterQueued.stats.txWrites], [20, 20], 'one packet per write')
+  t.deepEqual([r.afterSecond.received, r.afterSecond.intact], [20, true])
+  t.is(r.afterSecond.stats.txFallbacks, 1, 'UDP coalescing is off after the refusal')
 })
 
 rootTest('write stream with offload: false: 100 packets concatenated in one chunk all arrive (not just the first)', async (t) => {
