@@ -4,7 +4,8 @@ import { execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import * as path from 'node:path'
-import { rootTest, Netns, withNetns } from './helpers/netns.js'
+import type { ExecutionContext } from 'ava'
+import { FIXTURES, rootTest, Netns, sh, withNetns } from './helpers/netns.js'
 
 interface Stats { rxPackets: number; rxReads: number; rxDropped: number; txPackets: number; txWrites: number }
 interface TcpResult { sentBytes: number; sentSha256: string; bytes: number; sha256: string; offload: { a: { tcp: boolean; udp: boolean } }; statsA: Stats; statsB: Stats }
@@ -121,6 +122,48 @@ rootTest('a coalesced frame queued after EAGAIN and then refused with EINVAL is 
   t.deepEqual([r.afterSecond.received, r.afterSecond.intact], [20, true])
   t.is(r.afterSecond.stats.txFallbacks, 1, 'UDP coalescing is off after the refusal')
 })
+
+interface CoalesceStep { packets: number; writes: number; fallbacks: number }
+interface CoalesceResult { offload: { tcp: boolean; udp: boolean }; tcp: CoalesceStep; udp: CoalesceStep & { received: { count: number; intact: boolean } } }
+
+/** Checks one run of the coalesce fixture: 20 TCP and 20 UDP packets, each protocol coalesced or written one per write. */
+function checkCoalesce(t: ExecutionContext, r: CoalesceResult, want: { tcp: boolean; udp: boolean }) {
+  t.true(r.offload.tcp && r.offload.udp, 'this test needs TSO and USO (Linux >= 6.2)')
+  t.is(r.tcp.packets, 20)
+  t.is(r.udp.packets, 20)
+  if (want.tcp) t.is(r.tcp.writes, 1, 'TCP coalesced: one write')
+  else t.is(r.tcp.writes, r.tcp.packets, 'TCP not coalesced: txWrites === txPackets')
+  if (want.udp) t.is(r.udp.writes, 1, 'UDP coalesced: one write')
+  else t.is(r.udp.writes, r.udp.packets, 'UDP not coalesced: txWrites === txPackets')
+  t.is(r.udp.fallbacks, 0)
+  t.deepEqual(r.udp.received, { count: 20, intact: true })
+}
+
+const coalesceCases: Array<[string, string[], Record<string, string>, { tcp: boolean; udp: boolean }]> = [
+  ['by default, TCP and UDP', [], {}, { tcp: true, udp: true }],
+  ['coalesce: { tcp: false }', [JSON.stringify({ tcp: false })], {}, { tcp: false, udp: true }],
+  ['coalesce: { udp: false }', [JSON.stringify({ udp: false })], {}, { tcp: true, udp: false }],
+  ['TUNNEL_GSO_NO_TCP_COALESCE=1', [], { TUNNEL_GSO_NO_TCP_COALESCE: '1' }, { tcp: false, udp: true }],
+  ['TUNNEL_GSO_NO_UDP_COALESCE=1', [], { TUNNEL_GSO_NO_UDP_COALESCE: '1' }, { tcp: true, udp: false }],
+]
+for (const [what, args, env, want] of coalesceCases) {
+  rootTest(`writeBatch coalescing switches: ${what}`, async (t) => {
+    const r = await withNetns((ns) => ns.runFixture<CoalesceResult>('offload_coalesce', ['open', ...args], { env }))
+    checkCoalesce(t, r, want)
+  })
+}
+
+for (const want of [{ tcp: false, udp: true }, { tcp: true, udp: false }]) {
+  rootTest(`NativeTun.fromFd takes the coalescing switches: tcp ${want.tcp}, udp ${want.udp}`, async (t) => {
+    // A privileged helper creates the device (with a virtio header) and hands
+    // its descriptor to an unprivileged process as fd 3.
+    const r = await withNetns(async (ns) => {
+      const out = await sh('ip', ['netns', 'exec', ns.name, 'env', 'VNET=1', 'python3', path.join(FIXTURES, 'fdhelper.py'), 'tgsocfd0', '198.18.40.1/24', process.execPath, '--import', 'tsx', path.join(FIXTURES, 'offload_coalesce.ts'), 'fromfd', String(want.tcp), String(want.udp)])
+      return JSON.parse(out.trim().split('\n').pop()!) as CoalesceResult
+    })
+    checkCoalesce(t, r, want)
+  })
+}
 
 rootTest('write stream with offload: false: 100 packets concatenated in one chunk all arrive (not just the first)', async (t) => {
   const r = await withNetns((ns) => ns.runFixture<{ offload: { tcp: boolean }; packets: number; received: number; intact: boolean; chunkBytes: number; stats: { txPackets: number; txWrites: number; txBytes: number } }>('offload_stream'))
