@@ -165,6 +165,32 @@ for (const want of [{ tcp: false, udp: true }, { tcp: true, udp: false }]) {
   })
 }
 
+interface MaskTraffic { bytes?: number; datagrams?: number; maxLen: number; reads: number; packets: number }
+interface MaskPhase { offload: { tcp: boolean; udp: boolean }; mtu: number; features: Record<string, boolean>; featuresAfterClose: Record<string, boolean>; tcp: MaskTraffic; udp: MaskTraffic; stats: { rxPackets: number; rxReads: number; rxDropped: number } }
+
+rootTest('offload: false sets the offload mask of a persistent device that had offload on to 0: no TSO/USO/checksum offload, TCP and UDP_SEGMENT traffic arrives one packet per read', async (t) => {
+  const { on, off } = await withNetns((ns) => ns.runFixture<{ on: MaskPhase; off: MaskPhase }>('offload_mask', [], { timeoutMs: 90_000 }))
+  const allOn = { 'tx-checksum-ip-generic': true, 'tx-tcp-segmentation': true, 'tx-tcp6-segmentation': true, 'tx-udp-segmentation': true }
+  const allOff = { 'tx-checksum-ip-generic': false, 'tx-tcp-segmentation': false, 'tx-tcp6-segmentation': false, 'tx-udp-segmentation': false }
+  // Phase 1, offload on: the kernel hands over super-packets.
+  t.deepEqual(on.offload, { tcp: true, udp: true }, 'this test needs TSO and USO (Linux >= 6.2)')
+  t.deepEqual(on.features, allOn)
+  t.deepEqual(on.featuresAfterClose, allOn, 'the mask survives the close of a persistent device')
+  t.is(on.tcp.bytes, 4 << 20)
+  t.true(on.tcp.packets > on.tcp.reads, `TCP super-packets with offload on (${on.tcp.packets} packets in ${on.tcp.reads} reads)`)
+  t.true(on.udp.packets > on.udp.reads, `UDP super-packets with offload on (${on.udp.packets} packets in ${on.udp.reads} reads)`)
+  // Phase 2, the same device reopened with offload: false.
+  t.deepEqual(off.offload, { tcp: false, udp: false })
+  t.deepEqual(off.features, allOff, "the kernel's view: mask 0")
+  t.deepEqual(off.featuresAfterClose, allOff)
+  t.is(off.tcp.bytes, 4 << 20)
+  t.is(off.udp.datagrams, 400)
+  t.is(off.stats.rxPackets, off.stats.rxReads, 'one packet per read')
+  t.true(off.tcp.maxLen <= off.mtu, `no TCP packet above the MTU (largest ${off.tcp.maxLen})`)
+  t.true(off.udp.maxLen <= off.mtu, `no UDP packet above the MTU (largest ${off.udp.maxLen})`)
+  t.is(off.stats.rxDropped, 0)
+})
+
 rootTest('write stream with offload: false: 100 packets concatenated in one chunk all arrive (not just the first)', async (t) => {
   const r = await withNetns((ns) => ns.runFixture<{ offload: { tcp: boolean }; packets: number; received: number; intact: boolean; chunkBytes: number; stats: { txPackets: number; txWrites: number; txBytes: number } }>('offload_stream'))
   t.false(r.offload.tcp)
