@@ -551,6 +551,7 @@ mod tests {
                 vec![(vec![0, 1, 2], v4)],
             ),
             (
+                // The same over IPv6 (no extension headers).
                 "three tcp6 in sequence merge",
                 vec![tcp(t6(), 1, 100), tcp(t6(), 101, 100), tcp(t6(), 201, 100)],
                 ALL,
@@ -571,6 +572,7 @@ mod tests {
                 alone(2),
             ),
             (
+                // The same for UDP: gso_size is the first datagram's size.
                 "a larger udp datagram does not join",
                 vec![udp(u4(), 50, 1), udp(u4(), 100, 2)],
                 ALL,
@@ -745,12 +747,14 @@ mod tests {
                 alone(3),
             ),
             (
+                // URG: the urgent pointer would be copied into every segment.
                 "URG is written alone",
                 vec![tcp(t4(), 1, 100), tcp(t4().flags(0x30), 101, 100)],
                 ALL,
                 alone(2),
             ),
             (
+                // ECE (ECN echo): not ACK or ACK|PSH, written alone.
                 "ECE is written alone",
                 vec![tcp(t4(), 1, 100), tcp(t4().flags(0x50), 101, 100)],
                 ALL,
@@ -764,36 +768,42 @@ mod tests {
                 alone(2),
             ),
             (
+                // wireguard-go's "unequal TTL", TCP pair: TTL must match.
                 "unequal TTL tcp4",
                 vec![tcp(t4(), 1, 100), tcp(with(t4(), |s| s.ttl = 65), 101, 100)],
                 ALL,
                 alone(2),
             ),
             (
+                // Its UDP pair.
                 "unequal TTL udp4",
                 vec![udp(u4(), 100, 1), udp(with(u4(), |s| s.ttl = 65), 100, 2)],
                 ALL,
                 alone(2),
             ),
             (
+                // wireguard-go's "unequal ToS", TCP pair.
                 "unequal ToS tcp4",
                 vec![tcp(t4(), 1, 100), tcp(with(t4(), |s| s.tos = 1), 101, 100)],
                 ALL,
                 alone(2),
             ),
             (
+                // Its UDP pair.
                 "unequal ToS udp4",
                 vec![udp(u4(), 100, 1), udp(with(u4(), |s| s.tos = 1), 100, 2)],
                 ALL,
                 alone(2),
             ),
             (
+                // wireguard-go's "unequal flags DF set", TCP pair: DF must match.
                 "unequal DF tcp4",
                 vec![tcp(t4(), 1, 100), tcp(with(t4(), |s| s.df = false), 101, 100)],
                 ALL,
                 alone(2),
             ),
             (
+                // Its UDP pair.
                 "unequal DF udp4",
                 vec![udp(u4(), 100, 1), udp(with(u4(), |s| s.df = false), 100, 2)],
                 ALL,
@@ -808,6 +818,7 @@ mod tests {
                 alone(2),
             ),
             (
+                // Its UDP pair (wireguard-go's "unequal flags more fragments set").
                 "MF set udp4",
                 vec![udp(u4(), 100, 1), fixed(udp(u4(), 100, 2), |p| p[6] |= 0x20)],
                 ALL,
@@ -821,24 +832,28 @@ mod tests {
                 alone(2),
             ),
             (
+                // wireguard-go's "ipv6 unequal hop limit", TCP pair.
                 "unequal hop limit tcp6",
                 vec![tcp(t6(), 1, 100), tcp(with(t6(), |s| s.ttl = 65), 101, 100)],
                 ALL,
                 alone(2),
             ),
             (
+                // Its UDP pair.
                 "unequal hop limit udp6",
                 vec![udp(u6(), 100, 1), udp(with(u6(), |s| s.ttl = 65), 100, 2)],
                 ALL,
                 alone(2),
             ),
             (
+                // wireguard-go's "ipv6 unequal traffic class", TCP pair.
                 "unequal traffic class tcp6",
                 vec![tcp(t6(), 1, 100), tcp(with(t6(), |s| s.tos = 0x10), 101, 100)],
                 ALL,
                 alone(2),
             ),
             (
+                // Its UDP pair.
                 "unequal traffic class udp6",
                 vec![udp(u6(), 100, 1), udp(with(u6(), |s| s.tos = 0x10), 100, 2)],
                 ALL,
@@ -867,6 +882,7 @@ mod tests {
                 alone(2),
             ),
             (
+                // The same over IPv6.
                 "differing TCP timestamps tcp6",
                 vec![tcp(t6().opts(&ts(7)), 1, 100), tcp(t6().opts(&ts(8)), 101, 100)],
                 ALL,
@@ -939,18 +955,21 @@ mod tests {
                 alone(2),
             ),
             (
+                // UDP: same flow, equal sizes, a shorter last one: one unit.
                 "udp4 merges",
                 vec![udp(u4(), 100, 1), udp(u4(), 100, 2), udp(u4(), 60, 3)],
                 ALL,
                 vec![(vec![0, 1, 2], ul4)],
             ),
             (
+                // The same over IPv6.
                 "udp6 merges",
                 vec![udp(u6(), 100, 1), udp(u6(), 100, 2)],
                 ALL,
                 vec![(vec![0, 1], ul4)],
             ),
             (
+                // UDP coalescing switched off: each datagram alone.
                 "udp off",
                 vec![udp(u4(), 100, 1), udp(u4(), 100, 2)],
                 NO_UDP,
