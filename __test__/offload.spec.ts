@@ -154,7 +154,7 @@ for (const [what, args, env, want] of coalesceCases) {
 }
 
 for (const want of [{ tcp: false, udp: true }, { tcp: true, udp: false }]) {
-  rootTest(`NativeTun.fromFd takes the coalescing switches: tcp ${want.tcp}, udp ${want.udp}`, async (t) => {
+  rootTest(`Tun.fromFd takes the coalescing switches: tcp ${want.tcp}, udp ${want.udp}`, async (t) => {
     // A privileged helper creates the device (with a virtio header) and hands
     // its descriptor to an unprivileged process as fd 3.
     const r = await withNetns(async (ns) => {

@@ -189,6 +189,17 @@ function checkPacket(p: Uint8Array, what: string): void {
   if (len !== p.length) throw new TunError(`${what}: the IP header says ${len} bytes, the buffer has ${p.length}`, 'ERR_TUN_INVALID_PACKET')
 }
 
+/** The `coalesce` option with the environment switches applied (`TUNNEL_GSO_NO_TCP_COALESCE=1`, `TUNNEL_GSO_NO_UDP_COALESCE=1`). */
+function coalesceOptions(coalesce: TunOptions['coalesce']): { coalesceTcp: boolean; coalesceUdp: boolean } {
+  if (coalesce !== undefined && (coalesce === null || typeof coalesce !== 'object')) {
+    throw typeError(`coalesce must be an object like { tcp: true, udp: false }, got ${received(coalesce)}`)
+  }
+  return {
+    coalesceTcp: (checkBool(coalesce?.tcp, 'coalesce.tcp') ?? true) && process.env.TUNNEL_GSO_NO_TCP_COALESCE !== '1',
+    coalesceUdp: (checkBool(coalesce?.udp, 'coalesce.udp') ?? true) && process.env.TUNNEL_GSO_NO_UDP_COALESCE !== '1',
+  }
+}
+
 function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? Object.assign(new Error('The operation was aborted'), { name: 'AbortError', code: 'ABORT_ERR' })
 }
@@ -323,11 +334,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     const routes = checkCidrs(options.routes, 'routes')
     const up = checkBool(options.up, 'up') ?? true
     const offload = checkBool(options.offload, 'offload') ?? true
-    if (options.coalesce !== undefined && (options.coalesce === null || typeof options.coalesce !== 'object')) {
-      throw typeError(`coalesce must be an object like { tcp: true, udp: false }, got ${received(options.coalesce)}`)
-    }
-    const coalesceTcp = (checkBool(options.coalesce?.tcp, 'coalesce.tcp') ?? true) && process.env.TUNNEL_GSO_NO_TCP_COALESCE !== '1'
-    const coalesceUdp = (checkBool(options.coalesce?.udp, 'coalesce.udp') ?? true) && process.env.TUNNEL_GSO_NO_UDP_COALESCE !== '1'
+    const { coalesceTcp, coalesceUdp } = coalesceOptions(options.coalesce)
     const multiQueue = checkBool(options.multiQueue, 'multiQueue') ?? false
     const persist = checkBool(options.persist, 'persist') ?? false
     const owner = options.owner === undefined ? undefined : checkId(options.owner, 'owner')
@@ -377,16 +384,19 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * owned by the returned `Tun` from now on and closed by {@link Tun.close}.
    * `offload` (default `true`) turns segmentation offload on where the
    * descriptor was opened with a virtio header (`IFF_VNET_HDR`), and off
-   * (mask 0) otherwise; the header itself is handled either way.
+   * (mask 0) otherwise; the header itself is handled either way. `coalesce`
+   * and the environment switches work as for {@link Tun.open}.
    *
    * @throws TypeError `ERR_INVALID_ARG_TYPE` when `fd` is not a number,
    *   RangeError `ERR_OUT_OF_RANGE` when it is not an integer from 0 to 2^31 - 1,
    *   TypeError `ERR_INVALID_ARG_VALUE` when it is not an attached tun descriptor.
    */
-  static fromFd(fd: number, options?: { offload?: boolean }): Tun {
+  static fromFd(fd: number, options?: Pick<TunOptions, 'offload' | 'coalesce'>): Tun {
     checkFd(fd)
-    const offload = checkBool(checkOptions<{ offload?: boolean }>(options).offload, 'offload') ?? true
-    const nt = native(() => binding.NativeTun.fromFd(fd, offload))
+    const o = checkOptions<Pick<TunOptions, 'offload' | 'coalesce'>>(options)
+    const offload = checkBool(o.offload, 'offload') ?? true
+    const { coalesceTcp, coalesceUdp } = coalesceOptions(o.coalesce)
+    const nt = native(() => binding.NativeTun.fromFd(fd, offload, coalesceTcp, coalesceUdp))
     let mtu = 0
     try {
       mtu = native(() => binding.linkGetMtuSync(nt.index))
