@@ -46,7 +46,7 @@ for (const mode of ['raw', 'raw+tls', 'gso', 'gso+tls', 'gso/no-offload-client']
     const u = await underlay()
     const c = mode.endsWith('+tls') ? certs() : undefined
     const wire = mode.startsWith('gso') ? 'gso' : 'raw'
-    const tlsArgs = (x: typeof c) => (x ? ['--tls-cert', x.cert, '--tls-key', x.key, '--tls-ca', x.ca] : [])
+    const tlsArgs = (x: typeof c) => (x ? ['--tls-cert', x.cert, '--tls-key', x.key, '--tls-ca', x.ca] : ['--plaintext'])
     const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER.join(','), '--wire', wire, ...tlsArgs(c)])
     let client: Proc | undefined
     try {
@@ -70,6 +70,23 @@ for (const mode of ['raw', 'raw+tls', 'gso', 'gso+tls', 'gso/no-offload-client']
     }
   })
 }
+
+rootTest('vpn: without TLS files and without --plaintext it refuses to start, saying what to pass', async (t) => {
+  await withNetns(async (ns) => {
+    for (const args of [
+      ['server', '--listen', '198.18.100.1:7000'],
+      ['client', '--connect', '198.18.100.1:7000'],
+    ]) {
+      const p = new Proc(ns, [...CLI, 'vpn', ...args, '--address', SERVER[0]!])
+      t.is(await p.exited, 1, `vpn ${args[0]} exits non-zero`)
+      t.regex(p.out, /no TLS files given: pass --tls-cert\/--tls-key\/--tls-ca for mutual TLS, or --plaintext/)
+      t.notRegex(p.out, /vpn: /, 'nothing was started')
+    }
+    const both = new Proc(ns, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--plaintext', '--tls-cert', 'c', '--tls-key', 'k', '--tls-ca', 'a'])
+    t.is(await both.exited, 1)
+    t.regex(both.out, /--plaintext and --tls-cert\/--tls-key\/--tls-ca exclude each other/)
+  })
+})
 
 rootTest('vpn: a client with a certificate from another CA is refused; the server keeps serving', async (t) => {
   const u = await underlay()
@@ -97,11 +114,11 @@ rootTest('vpn: a client with a certificate from another CA is refused; the serve
 
 rootTest('vpn: a raw-wire client against a gso-wire server fails the handshake with a clear message; a gso client is served next', async (t) => {
   const u = await underlay()
-  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--wire', 'gso'])
+  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--wire', 'gso', '--plaintext'])
   const procs = [server]
   try {
     await server.waitFor(/listening on/)
-    const raw = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--wire', 'raw'])
+    const raw = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--wire', 'raw', '--plaintext'])
     procs.push(raw)
     await server.waitFor(/handshake failed: (peer is not speaking the tunnel-gso gso wire|no handshake within)/)
     await raw.stop()
@@ -109,7 +126,7 @@ rootTest('vpn: a raw-wire client against a gso-wire server fails the handshake w
     const huge = await u.c.exec(process.execPath, ['--import', 'tsx', path.join(FIXTURES, 'junk.ts'), '198.18.100.1', '7000', 'hugeframe'])
     t.regex(huge, /closed by server/)
     await server.waitFor(/frame length 4294967295/)
-    const good = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--wire', 'gso'])
+    const good = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--wire', 'gso', '--plaintext'])
     procs.push(good)
     await good.waitFor(/connected to/)
     t.is(await ping(u.c, '198.18.200.1'), 3)
@@ -121,7 +138,7 @@ rootTest('vpn: a raw-wire client against a gso-wire server fails the handshake w
 
 rootTest('vpn: garbage on the socket drops that connection only; the next client is served', async (t) => {
   const u = await underlay()
-  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--wire', 'raw'])
+  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--wire', 'raw', '--plaintext'])
   let client: Proc | undefined
   try {
     await server.waitFor(/listening on/)
@@ -129,7 +146,7 @@ rootTest('vpn: garbage on the socket drops that connection only; the next client
     const junk = await u.c.exec(process.execPath, ['--import', 'tsx', path.join(FIXTURES, 'junk.ts'), '198.18.100.1', '7000'])
     t.regex(junk, /closed by server/)
     await server.waitFor(/dropping connection: .*not an IP packet/)
-    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--wire', 'raw'])
+    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--wire', 'raw', '--plaintext'])
     await client.waitFor(/connected to/)
     t.is(await ping(u.c, '198.18.200.1'), 3)
     t.is(server.child.exitCode, null, 'server still running')
@@ -142,7 +159,7 @@ rootTest('vpn: garbage on the socket drops that connection only; the next client
 
 rootTest('vpn (raw wire) interoperates with an independent implementation of the raw protocol: ping, TCP and UDP both ways', async (t) => {
   const u = await underlay()
-  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--wire', 'raw'])
+  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--wire', 'raw', '--plaintext'])
   let peer: Proc | undefined
   try {
     await server.waitFor(/listening on/)
@@ -203,12 +220,12 @@ rootTest('tunnel-gso demo cleans up on Ctrl-C', async (t) => {
 
 rootTest('vpn: the client reconnects with backoff after the server restarts', async (t) => {
   const u = await underlay()
-  const args = ['--address', SERVER[0]!, '--wire', 'gso']
+  const args = ['--address', SERVER[0]!, '--wire', 'gso', '--plaintext']
   let server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', ...args])
   let client: Proc | undefined
   try {
     await server.waitFor(/listening on/)
-    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--wire', 'gso'])
+    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--wire', 'gso', '--plaintext'])
     await client.waitFor(/connected to/)
     t.is(await ping(u.c, '198.18.200.1'), 3)
     t.is(await server.stop(), 0)
@@ -239,14 +256,14 @@ rootTest('tunnel-gso info prints what the kernel supports, as a table', async (t
 
 rootTest('vpn --user: the server drops to uid 65534 after opening the device and keeps working', async (t) => {
   const u = await underlay()
-  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--user', '65534'])
+  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--plaintext', '--user', '65534'])
   let client: Proc | undefined
   try {
     await server.waitFor(/running as uid 65534/)
     const status = execFileSync('cat', [`/proc/${server.child.pid}/status`]).toString()
     t.regex(status, /^Uid:\s+65534\s+65534\s+65534\s+65534$/m)
     t.regex(status, /^CapEff:\s+0+$/m, 'no capabilities left')
-    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!])
+    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--plaintext'])
     await client.waitFor(/connected to/)
     t.is(await ping(u.c, '198.18.200.1'), 3)
     await transfer(t, u.c, u.s, '198.18.200.1', 5e6)
@@ -259,7 +276,7 @@ rootTest('vpn --user: the server drops to uid 65534 after opening the device and
 
 rootTest('vpn: a slowloris flood of silent connections is cut off at the handshake; the real client is served', async (t) => {
   const u = await underlay()
-  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--wire', 'gso'])
+  const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER[0]!, '--wire', 'gso', '--plaintext'])
   let client: Proc | undefined
   try {
     await server.waitFor(/listening on/)
@@ -273,7 +290,7 @@ rootTest('vpn: a slowloris flood of silent connections is cut off at the handsha
     t.is(r.closedByServer, 60, 'every silent connection was cut off')
     t.regex(server.out, /refused: \d+ handshakes already pending/)
     t.regex(server.out, /handshake failed: no handshake within 5000 ms/)
-    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!])
+    client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT[0]!, '--plaintext'])
     await client.waitFor(/connected to/)
     t.is(await ping(u.c, '198.18.200.1'), 3)
   } finally {

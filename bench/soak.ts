@@ -26,9 +26,9 @@ async function main() {
   })
   try {
     topo.setup()
-    const server = topo.spawn(topo.s, [...cli, 'vpn', 'server', '--listen', '198.18.0.1:7000', '--address', '198.18.1.1/24', '--wire', wire])
+    const server = topo.spawn(topo.s, [...cli, 'vpn', 'server', '--listen', '198.18.0.1:7000', '--address', '198.18.1.1/24', '--wire', wire, '--plaintext'])
     await waitForLine(server, /listening on/, 30_000)
-    const client = topo.spawn(topo.c, [...cli, 'vpn', 'client', '--connect', '198.18.0.1:7000', '--address', '198.18.1.2/24', '--wire', wire])
+    const client = topo.spawn(topo.c, [...cli, 'vpn', 'client', '--connect', '198.18.0.1:7000', '--address', '198.18.1.2/24', '--wire', wire, '--plaintext'])
     await waitForLine(client, /connected to/, 30_000)
     const sink = topo.spawn(topo.s, [process.execPath, '--import', 'tsx', path.join(fixtures, 'sink.ts'), 'tcp', '198.18.1.1', '5201'])
     await waitForLine(sink, /listening/, 30_000)

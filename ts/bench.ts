@@ -123,9 +123,10 @@ function cliContender(name: string, flags: string[]): Contender {
     name,
     async start(topo) {
       const cli = cliArgv()
-      const server = topo.spawn(topo.s, [process.execPath, ...cli, 'vpn', 'server', '--listen', '198.18.0.1:7000', '--address', `${TUN_S}/24`, '--stats', ...flags])
+      // Plaintext is meant: both ends are namespaces of this machine.
+      const server = topo.spawn(topo.s, [process.execPath, ...cli, 'vpn', 'server', '--listen', '198.18.0.1:7000', '--address', `${TUN_S}/24`, '--stats', '--plaintext', ...flags])
       await waitForLine(server, /listening on/, 20_000)
-      const client = topo.spawn(topo.c, [process.execPath, ...cli, 'vpn', 'client', '--connect', '198.18.0.1:7000', '--address', `${TUN_C}/24`, '--stats', ...flags])
+      const client = topo.spawn(topo.c, [process.execPath, ...cli, 'vpn', 'client', '--connect', '198.18.0.1:7000', '--address', `${TUN_C}/24`, '--stats', '--plaintext', ...flags])
       await waitForLine(client, /connected to/, 20_000)
       return [server, client]
     },

@@ -23,7 +23,8 @@ commands:
                                 back to back, the Go package's example protocol
                                 (no handshake, no framing)
              --tls-cert F --tls-key F --tls-ca F
-                                mutual TLS; without them the tunnel is plaintext
+                                mutual TLS (the CA is the identity)
+             --plaintext        no TLS: say so, or give the three TLS files
              --stats            log the device counters every second
              --user NAME|UID    drop to this user once the device is open
   demo     (root) two namespaces, a VPN between them, TCP through it: prints
@@ -73,6 +74,7 @@ async function vpn(argv: string[]): Promise<number> {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'tls-ca': { type: 'string' },
+      plaintext: { type: 'boolean' },
       stats: { type: 'boolean' },
       user: { type: 'string' },
     },
@@ -85,6 +87,11 @@ async function vpn(argv: string[]): Promise<number> {
   if (wire !== 'raw' && wire !== 'gso') throw new Error(`--wire must be raw or gso, not ${wire}`)
   const tlsFiles = [values['tls-cert'], values['tls-key'], values['tls-ca']]
   if (tlsFiles.some(Boolean) && !tlsFiles.every(Boolean)) throw new Error('TLS needs all of --tls-cert, --tls-key and --tls-ca')
+  // Plaintext only when asked for.
+  if (values.plaintext && tlsFiles.some(Boolean)) throw new Error('--plaintext and --tls-cert/--tls-key/--tls-ca exclude each other')
+  if (!values.plaintext && !tlsFiles.some(Boolean)) {
+    throw new Error('no TLS files given: pass --tls-cert/--tls-key/--tls-ca for mutual TLS, or --plaintext to run the tunnel unencrypted and unauthenticated')
+  }
   const ac = new AbortController()
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.once(sig, () => {

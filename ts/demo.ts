@@ -113,12 +113,13 @@ export interface DemoResult {
 /** One run: VPN up, `seconds` of TCP from client to server through the tunnel. */
 async function runOnce(label: string, vpnFlags: string[], seconds: number, progress: (s: string) => void, topo: Topology): Promise<DemoResult> {
   const cli = cliArgv()
+  // Plaintext is meant: both ends are namespaces of this machine.
   const serverOut: string[] = []
   const clientOut: string[] = []
-  const server = topo.spawn(topo.s, [process.execPath, ...cli, 'vpn', 'server', '--listen', '198.18.0.1:7000', '--address', '198.18.1.1/24', '--stats', ...vpnFlags])
+  const server = topo.spawn(topo.s, [process.execPath, ...cli, 'vpn', 'server', '--listen', '198.18.0.1:7000', '--address', '198.18.1.1/24', '--stats', '--plaintext', ...vpnFlags])
   server.stderr!.on('data', (d: Buffer) => serverOut.push(d.toString()))
   await waitForLine(server, /listening on/, 20_000)
-  const client = topo.spawn(topo.c, [process.execPath, ...cli, 'vpn', 'client', '--connect', '198.18.0.1:7000', '--address', '198.18.1.2/24', '--stats', ...vpnFlags])
+  const client = topo.spawn(topo.c, [process.execPath, ...cli, 'vpn', 'client', '--connect', '198.18.0.1:7000', '--address', '198.18.1.2/24', '--stats', '--plaintext', ...vpnFlags])
   client.stderr!.on('data', (d: Buffer) => clientOut.push(d.toString()))
   await waitForLine(client, /connected to/, 20_000)
   const sink = topo.spawn(topo.s, [process.execPath, ...cli, '_sink', '198.18.1.1', '5201'])
