@@ -4,8 +4,10 @@ import * as tls from 'node:tls'
 import { readFileSync } from 'node:fs'
 import { once } from 'node:events'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { Tun } from './index.js'
-import { FrameSplitter, PacketSplitter } from './streams.js'
+import { FrameSplitter, MAX_FRAME, PacketSplitter } from './streams.js'
+import { ipPacketLength } from './validate.js'
 
 export interface VpnOptions {
   role: 'server' | 'client'
@@ -115,12 +117,44 @@ function peerName(s: Conn): string {
 export const WIRE_MAGIC = Buffer.from('TGSO', 'latin1')
 export const WIRE_VERSION = 1
 const HELLO = Buffer.concat([WIRE_MAGIC, Buffer.from([WIRE_VERSION, 0, 0, 0])])
+/** How long a new connection has to prove itself (TLS, hello, first packet or frame). */
 const HANDSHAKE_TIMEOUT_MS = 5000
-/** Connections allowed to sit in the handshake at once (a slowloris flood is cut off beyond). */
+/** Connections allowed to be unproven at once (a slowloris flood is cut off beyond). */
 const MAX_PENDING_HANDSHAKES = 32
 
-/** Reads exactly `n` bytes (or rejects on close or after `ms`), leaving the rest buffered. */
-function readExactly(sock: Conn, n: number, ms: number): Promise<Buffer> {
+/** The one's complement sum of an IPv4 header: 0xffff when its checksum is right. */
+function ipv4HeaderSum(h: Buffer): number {
+  let sum = 0
+  for (let i = 0; i + 1 < h.length; i += 2) sum += h.readUInt16BE(i)
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16)
+  return sum
+}
+
+/**
+ * What a client sends first, so that the server, which lets a connection take
+ * over the device only once its first packet (raw wire) or frame (gso wire)
+ * has arrived whole and valid, does not wait for traffic: an IPv4 header
+ * without payload from 0.0.0.1 to 0.0.0.0, which the other side's kernel
+ * drops on arrival (a martian source), so it reaches nobody.
+ */
+const PROOF_PACKET = (() => {
+  const p = Buffer.alloc(20)
+  p[0] = 0x45
+  p.writeUInt16BE(20, 2)
+  p[8] = 1 // TTL
+  p[9] = 253 // protocol: for experiments (RFC 3692)
+  p.writeUInt32BE(1, 12) // source 0.0.0.1, destination 0.0.0.0
+  p.writeUInt16BE(~ipv4HeaderSum(p) & 0xffff, 10)
+  return p
+})()
+/** The same packet as a gso-wire frame: length, all-zero virtio header, packet. */
+const PROOF_FRAME = Buffer.concat([Buffer.from([0, 0, 0, 10 + PROOF_PACKET.length]), Buffer.alloc(10), PROOF_PACKET])
+
+/**
+ * Reads exactly `n` bytes, leaving the rest buffered; rejects on close, or
+ * with "no WHAT within 5000 ms" at `deadline` (a time from Date.now()).
+ */
+function readExactly(sock: Conn, n: number, deadline: number, what: string): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const done = (err?: Error, buf?: Buffer) => {
       clearTimeout(timer)
@@ -131,13 +165,15 @@ function readExactly(sock: Conn, n: number, ms: number): Promise<Buffer> {
     }
     const tryRead = () => {
       const b = sock.read(n) as Buffer | null
-      if (b) done(undefined, b)
+      // Fewer than asked: what was left when the peer ended.
+      if (b) done(b.length < n ? new Error('connection closed during the handshake') : undefined, b)
     }
     const onClose = () => done(new Error('connection closed during the handshake'))
-    const timer = setTimeout(() => done(new Error(`no handshake within ${ms} ms`)), ms)
+    const timer = setTimeout(() => done(new Error(`no ${what} within ${HANDSHAKE_TIMEOUT_MS} ms`)), Math.max(0, deadline - Date.now()))
     sock.on('readable', tryRead)
     sock.on('close', onClose)
-    tryRead()
+    if (sock.destroyed) onClose()
+    else tryRead()
   })
 }
 
@@ -149,12 +185,69 @@ function checkHello(b: Buffer): void {
   if (b[4] !== WIRE_VERSION) throw new Error(`peer speaks gso wire version ${b[4]}, this side speaks ${WIRE_VERSION}`)
 }
 
-/** Runs the handshake on a fresh connection: the client speaks first. */
-async function handshake(sock: Conn, role: 'server' | 'client'): Promise<void> {
+/** Runs the gso-wire handshake on a fresh connection: the client speaks first. */
+async function handshake(sock: Conn, role: 'server' | 'client', deadline: number): Promise<void> {
   if (role === 'client') sock.write(HELLO)
-  const hello = await readExactly(sock, HELLO.length, HANDSHAKE_TIMEOUT_MS)
+  const hello = await readExactly(sock, HELLO.length, deadline, 'handshake')
   checkHello(hello)
   if (role === 'server') sock.write(HELLO)
+}
+
+/**
+ * How many bytes the IP packet at the start of `b` needs in all, as far as
+ * `b` tells (b.length or less: it is whole); throws if `b` does not start
+ * with an IP packet, or with an IPv4 header whose checksum is wrong.
+ */
+function packetNeeds(b: Buffer): number {
+  const len = ipPacketLength(b)
+  if (typeof len === 'string') {
+    const more = /needs (\d+) bytes/.exec(len)
+    if (more) return Number(more[1])
+    throw new Error(`not an IP packet: ${len}`)
+  }
+  if (b[0]! >> 4 === 4) {
+    const ihl = (b[0]! & 0x0f) * 4
+    if (b.length < ihl) return ihl
+    if (ipv4HeaderSum(b.subarray(0, ihl)) !== 0xffff) throw new Error('not an IP packet: the IPv4 header checksum is wrong')
+  }
+  return len
+}
+
+/** The connection is going on: gives back to the socket what was read to prove it. */
+function putBack(sock: Conn, bytes: Buffer): void {
+  if (sock.readableEnded) throw new Error('connection closed during the handshake')
+  sock.unshift(bytes)
+}
+
+/** Raw wire: waits until the first bytes are a whole valid IP packet; leaves them buffered for the pump. */
+async function firstPacket(sock: Conn, deadline: number): Promise<void> {
+  let held = await readExactly(sock, 20, deadline, 'IP packet')
+  try {
+    for (let need = packetNeeds(held); held.length < need; need = packetNeeds(held)) {
+      held = Buffer.concat([held, await readExactly(sock, need - held.length, deadline, 'IP packet')])
+    }
+  } catch (e) {
+    throw new Error(`the first bytes are ${(e as Error).message}`)
+  }
+  putBack(sock, held)
+}
+
+/** Gso wire, after the hello: waits for the first whole frame with a valid packet; leaves it buffered for the pump. */
+async function firstFrame(sock: Conn, deadline: number): Promise<void> {
+  const head = await readExactly(sock, 4, deadline, 'frame')
+  const len = head.readUInt32BE(0)
+  const min = 10 + 20
+  if (len < min || len > MAX_FRAME) throw new Error(`first frame: frame length ${len} is outside ${min}..${MAX_FRAME}`)
+  const frame = await readExactly(sock, len, deadline, 'frame')
+  const packet = frame.subarray(10)
+  let need: number
+  try {
+    need = packetNeeds(packet)
+  } catch (e) {
+    throw new Error(`first frame: ${(e as Error).message}`)
+  }
+  if (need !== packet.length) throw new Error(`first frame: its IP header says ${need} bytes, the frame holds ${packet.length}`)
+  putBack(sock, Buffer.concat([head, frame]))
 }
 
 /** How one wire moves data: what to read from the device, how to cut the stream, what to write. */
@@ -254,19 +347,6 @@ async function pump(sock: Conn, wire: Wire, log: (m: string) => void): Promise<s
   return reason
 }
 
-/** Handshake (gso wire), then pump until the connection ends. */
-async function session(tun: Tun, sock: Conn, o: VpnOptions): Promise<string> {
-  if (o.wire === 'raw') return pump(sock, rawWire(tun), o.log)
-  try {
-    await handshake(sock, o.role)
-  } catch (e) {
-    o.log(`vpn: ${peerName(sock)}: handshake failed: ${(e as Error).message}`)
-    sock.destroy()
-    return `handshake failed: ${(e as Error).message}`
-  }
-  return pump(sock, gsoWire(tun), o.log)
-}
-
 /** Runs the VPN until `signal` aborts. */
 export async function runVpn(o: VpnOptions, signal: AbortSignal): Promise<void> {
   const tun = await Tun.open({ name: o.name, addresses: o.addresses, routes: o.routes, mtu: o.mtu, offload: o.offload })
@@ -310,54 +390,110 @@ export async function runVpn(o: VpnOptions, signal: AbortSignal): Promise<void> 
 }
 
 async function serve(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions | undefined, signal: AbortSignal): Promise<void> {
-  let active: { sock: Conn; done: Promise<string> } | undefined
-  let handshaking = 0
-  const onConn = (sock: Conn) => {
+  // Connections that have not proven themselves yet, by peer: in the TLS
+  // handshake, in the gso-wire hello, or waiting for their first packet or
+  // frame. At most MAX_PENDING_HANDSHAKES; cut off at shutdown.
+  const pending = new Map<string, Conn>()
+  const hold = (who: string, sock: Conn) => {
+    pending.set(who, sock)
+    sock.once('close', () => {
+      if (pending.get(who) === sock) pending.delete(who)
+    })
+  }
+  /** Counts a new TCP connection against the limit; beyond it, cuts it off at once. */
+  const admit = (sock: Conn): boolean => {
     const who = peerName(sock)
     sock.on('error', () => {})
-    if (handshaking >= MAX_PENDING_HANDSHAKES) {
+    if (pending.size >= MAX_PENDING_HANDSHAKES || signal.aborted) {
       // A flood of connections: each beyond the limit is cut off at once; memory stays bounded.
-      o.log(`vpn: ${who}: refused: ${handshaking} handshakes already pending`)
+      o.log(`vpn: ${who}: refused: ${pending.size} handshakes already pending`)
       sock.destroy()
-      return
+      return false
     }
-    const start = async () => {
-      // A connection takes over the device only once it has proven itself
-      // (TLS, then the gso-wire handshake), so junk cannot evict a client.
-      if (o.wire === 'gso') {
-        handshaking++
-        try {
-          await handshake(sock, 'server')
-        } catch (e) {
-          o.log(`vpn: ${who}: handshake failed: ${(e as Error).message}`)
-          sock.destroy()
-          return
-        } finally {
-          handshaking--
-        }
+    hold(who, sock)
+    return true
+  }
+
+  let active: { sock: Conn; who: string; done: Promise<string> } | undefined
+  // Takeovers run one after another, each waiting for the pump it replaces to
+  // end before it starts its own: exactly one pump runs on the device.
+  let takeovers = Promise.resolve()
+  const takeOver = (sock: Conn, who: string) => {
+    takeovers = takeovers.then(async () => {
+      if (signal.aborted) {
+        sock.destroy()
+        return
       }
       if (active) {
         // The newest client wins: a reconnecting client replaces its stale connection.
-        o.log(`vpn: ${peerName(active.sock)}: replaced by a new connection from ${who}`)
+        o.log(`vpn: ${active.who}: replaced by a new connection from ${who}`)
         active.sock.destroy()
-        await active.done.catch(() => {})
+        await active.done
+      }
+      if (signal.aborted) {
+        sock.destroy()
+        return
       }
       o.log(`vpn: ${who}: connected`)
-      const done = pump(sock, o.wire === 'gso' ? gsoWire(tun) : rawWire(tun), o.log)
-      const me = { sock, done }
+      const done = pump(sock, o.wire === 'gso' ? gsoWire(tun) : rawWire(tun), o.log).catch((e: Error) => `error: ${e.message}`)
+      const me = { sock, who, done }
       active = me
-      const reason = await done.catch((e: Error) => `error: ${e.message}`)
-      o.log(`vpn: ${who}: disconnected (${reason})`)
-      if (active === me) active = undefined
+      void done.then((reason) => {
+        o.log(`vpn: ${who}: disconnected (${reason})`)
+        if (active === me) active = undefined
+      })
+    })
+  }
+
+  // A connection takes over the device only once it has proven itself (TLS,
+  // then the gso-wire hello and a whole valid first frame, or on the raw
+  // wire a whole valid first IP packet), so junk costs only itself.
+  const onConn = async (sock: Conn) => {
+    const who = peerName(sock)
+    if (tlsCtx) {
+      // Counted since its TCP connection came (see 'connection' below).
+      sock.on('error', () => {})
+      hold(who, sock)
+    } else if (!admit(sock)) return
+    try {
+      const deadline = Date.now() + HANDSHAKE_TIMEOUT_MS
+      if (o.wire === 'gso') {
+        await handshake(sock, 'server', deadline)
+        await firstFrame(sock, deadline)
+      } else {
+        await firstPacket(sock, deadline)
+      }
+    } catch (e) {
+      o.log(`vpn: ${who}: ${signal.aborted ? 'closed: shutting down' : `handshake failed: ${(e as Error).message}`}`)
+      sock.destroy()
+      return
+    } finally {
+      if (pending.get(who) === sock) pending.delete(who)
     }
-    void start()
+    takeOver(sock, who)
   }
   const server = tlsCtx
-    ? tls.createServer({ ...tlsCtx, requestCert: true, rejectUnauthorized: true }, onConn)
-    : net.createServer(onConn)
+    ? tls.createServer({ ...tlsCtx, requestCert: true, rejectUnauthorized: true, handshakeTimeout: HANDSHAKE_TIMEOUT_MS }, (s) => void onConn(s))
+    : net.createServer((s) => void onConn(s))
   if (tlsCtx) {
-    server.on('tlsClientError', (err: Error, s: tls.TLSSocket) => {
-      o.log(`vpn: ${s.remoteAddress ?? '?'}:${s.remotePort ?? '?'}: TLS handshake refused: ${err.message}`)
+    // TCP connections still in the TLS handshake count against the limit too.
+    server.on('connection', (s: net.Socket) => {
+      const who = peerName(s)
+      s.once('close', () => {
+        // Closed in the TLS handshake, and not for a reason logged below: the
+        // peer hung up (as a client does that refuses our certificate).
+        if (pending.get(who) === s && !signal.aborted) o.log(`vpn: ${who}: TLS handshake failed: closed by the peer`)
+      })
+      admit(s)
+    })
+    server.on('tlsClientError', (err: Error & { reason?: string }, s: tls.TLSSocket) => {
+      // A socket that no longer knows its peer has closed already (see above).
+      if (s.remoteAddress !== undefined && !signal.aborted) {
+        const who = peerName(s)
+        o.log(`vpn: ${who}: TLS handshake failed: ${err.reason ?? err.message}`)
+        pending.delete(who)
+      }
+      s.destroy()
     })
   }
   server.listen(o.endpoint.port, o.endpoint.host)
@@ -368,11 +504,30 @@ async function serve(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions |
     signal.addEventListener('abort', () => resolve(), { once: true })
   })
   server.close()
+  // No handshake in progress may start a pump now: cut them all off.
+  for (const s of pending.values()) s.destroy()
+  await takeovers
   active?.sock.destroy()
-  await active?.done.catch(() => {})
+  await active?.done
+}
+
+/** The client's side of one connection: the gso-wire hello, the proof, then the pump. */
+async function clientSession(tun: Tun, sock: Conn, o: VpnOptions): Promise<{ reason: string; established: boolean }> {
+  if (o.wire === 'gso') {
+    try {
+      await handshake(sock, 'client', Date.now() + HANDSHAKE_TIMEOUT_MS)
+    } catch (e) {
+      o.log(`vpn: ${peerName(sock)}: handshake failed: ${(e as Error).message}`)
+      return { reason: `handshake failed: ${(e as Error).message}`, established: false }
+    }
+  }
+  sock.write(o.wire === 'gso' ? PROOF_FRAME : PROOF_PACKET)
+  const reason = await pump(sock, o.wire === 'gso' ? gsoWire(tun) : rawWire(tun), o.log)
+  return { reason, established: true }
 }
 
 async function connectLoop(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions | undefined, signal: AbortSignal): Promise<void> {
+  const where = `${o.endpoint.host}:${o.endpoint.port}`
   let backoff = 250
   while (!signal.aborted) {
     const sock: Conn = tlsCtx
@@ -382,6 +537,7 @@ async function connectLoop(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOpt
     sock.on('error', (e: Error) => (lastError = e))
     const abort = () => sock.destroy()
     signal.addEventListener('abort', abort, { once: true })
+    let outcome: string
     try {
       await Promise.race([
         once(sock, tlsCtx ? 'secureConnect' : 'connect'),
@@ -389,18 +545,26 @@ async function connectLoop(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOpt
           throw lastError ?? new Error('connection closed')
         }),
       ])
-      o.log(`vpn: connected to ${o.endpoint.host}:${o.endpoint.port}`)
-      backoff = 250
-      const reason = await session(tun, sock, o)
-      o.log(`vpn: disconnected (${reason})`)
+      o.log(`vpn: connected to ${where}`)
+      const started = Date.now()
+      const { reason, established } = await clientSession(tun, sock, o)
+      // Back off from the start again only after a session that worked for a
+      // while; one that fails at once (a refused handshake) backs off further.
+      if (established && Date.now() - started >= 1000) backoff = 250
+      outcome = `disconnected (${reason})`
     } catch (e) {
-      o.log(`vpn: cannot connect to ${o.endpoint.host}:${o.endpoint.port}: ${(e as Error).message}; retrying in ${backoff} ms`)
+      outcome = `cannot connect to ${where}: ${(e as Error).message}`
     } finally {
       signal.removeEventListener('abort', abort)
       sock.destroy()
     }
-    if (signal.aborted) break
-    await new Promise((r) => setTimeout(r, backoff))
+    if (signal.aborted) {
+      o.log(`vpn: ${outcome}`)
+      break
+    }
+    o.log(`vpn: ${outcome}; retrying in ${backoff} ms`)
+    // SIGINT/SIGTERM end the wait at once.
+    await sleep(backoff, undefined, { signal }).catch(() => {})
     backoff = Math.min(backoff * 2, 10_000)
   }
 }
