@@ -43,25 +43,82 @@ function certs(): { dir: string; ca: string; cert: string; key: string; otherCa:
   return { dir, ca: f('ca.pem'), cert: f('peer.pem'), key: f('peer.key'), otherCa: f('other-ca.pem'), otherCert: f('other-peer.pem'), otherKey: f('other-peer.key') }
 }
 
+interface Stats {
+  rxPackets: number
+  rxReads: number
+  txPackets: number
+  txWrites: number
+}
+
+/** The counters of the complete `vpn: stats` lines a `--stats` process has logged so far. */
+function statsLines(p: Proc): Stats[] {
+  return p.out
+    .split('\n')
+    .slice(0, -1)
+    .filter((l) => l.includes('vpn: stats '))
+    .map((l) => JSON.parse(l.slice(l.indexOf('vpn: stats ') + 11)) as Stats)
+}
+
+/** The counters of the next stats line the process logs (one a second). */
+async function nextStats(p: Proc): Promise<Stats> {
+  const n = statsLines(p).length
+  const deadline = Date.now() + 10_000
+  while (statsLines(p).length <= n) {
+    if (Date.now() > deadline) throw new Error(`no new stats line; output:\n${p.out}`)
+    await sleep(100)
+  }
+  return statsLines(p).pop()!
+}
+
+/** Packets per read and per write between two snapshots of a device's counters. */
+function perSyscall(a: Stats, b: Stats): { perRead: number; perWrite: number } {
+  return { perRead: (b.rxPackets - a.rxPackets) / (b.rxReads - a.rxReads), perWrite: (b.txPackets - a.txPackets) / (b.txWrites - a.txWrites) }
+}
+
 // gso/no-offload-client: super-packets from the server reach a device without offload and are split there.
 for (const mode of ['raw', 'raw+tls', 'gso', 'gso+tls', 'gso/no-offload-client'] as const) {
   rootTest(`vpn (${mode} wire): ping both ways over IPv4 and IPv6, 50 MB of TCP intact both ways`, async (t) => {
     const u = await underlay()
     const c = mode.endsWith('+tls') ? certs() : undefined
     const wire = mode.startsWith('gso') ? 'gso' : 'raw'
-    const tlsArgs = (x: typeof c) => (x ? ['--tls-cert', x.cert, '--tls-key', x.key, '--tls-ca', x.ca] : ['--plaintext'])
-    const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER.join(','), '--wire', wire, ...tlsArgs(c)])
+    const secArgs = (x: typeof c) => (x ? ['--tls-cert', x.cert, '--tls-key', x.key, '--tls-ca', x.ca] : ['--plaintext'])
+    const server = new Proc(u.s, [...CLI, 'vpn', 'server', '--listen', '198.18.100.1:7000', '--address', SERVER.join(','), '--wire', wire, '--stats', ...secArgs(c)])
     let client: Proc | undefined
     try {
       await server.waitFor(/listening on/)
-      client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT.join(','), '--wire', wire, ...tlsArgs(c), ...(mode.includes('no-offload') ? ['--no-offload'] : [])])
+      client = new Proc(u.c, [...CLI, 'vpn', 'client', '--connect', '198.18.100.1:7000', '--address', CLIENT.join(','), '--wire', wire, '--stats', ...secArgs(c), ...(mode.includes('no-offload') ? ['--no-offload'] : [])])
       await client.waitFor(/connected to/)
       t.is(await ping(u.c, '198.18.200.1'), 3, 'client -> server IPv4')
       t.is(await ping(u.s, '198.18.200.2'), 3, 'server -> client IPv4')
       t.is(await ping(u.c, '2001:db8:200::1'), 3, 'client -> server IPv6')
       t.is(await ping(u.s, '2001:db8:200::2'), 3, 'server -> client IPv6')
+      // The gso wire passes super-packets whole: the sending side's device
+      // reads many packets per read, and the receiving side's device writes
+      // as many per write, during each 50 MB transfer.
+      const whole = mode === 'gso' || mode === 'gso+tls'
+      let s0 = await nextStats(server)
+      let c0 = await nextStats(client)
       await transfer(t, u.c, u.s, '198.18.200.1', 50e6)
+      let s1 = await nextStats(server)
+      let c1 = await nextStats(client)
+      if (whole) {
+        const sent = perSyscall(c0, c1).perRead
+        const written = perSyscall(s0, s1).perWrite
+        t.log(`client -> server: ${sent.toFixed(1)} packets per read (client), ${written.toFixed(1)} per write (server)`)
+        t.true(sent >= 5, `client -> server: the client's device read ${sent.toFixed(1)} packets per read`)
+        t.true(written >= 5, `client -> server: the server's device wrote ${written.toFixed(1)} packets per write`)
+      }
+      ;[s0, c0] = [s1, c1]
       await transfer(t, u.s, u.c, '2001:db8:200::2', 50e6)
+      s1 = await nextStats(server)
+      c1 = await nextStats(client)
+      if (whole) {
+        const sent = perSyscall(s0, s1).perRead
+        const written = perSyscall(c0, c1).perWrite
+        t.log(`server -> client: ${sent.toFixed(1)} packets per read (server), ${written.toFixed(1)} per write (client)`)
+        t.true(sent >= 5, `server -> client: the server's device read ${sent.toFixed(1)} packets per read`)
+        t.true(written >= 5, `server -> client: the client's device wrote ${written.toFixed(1)} packets per write`)
+      }
       t.is(await client.stop(), 0, 'client exits cleanly on SIGTERM')
       t.is(await server.stop(), 0, 'server exits cleanly on SIGTERM')
       t.regex(server.out, /SIGTERM: shutting down/)
@@ -371,33 +428,85 @@ rootTest('vpn server: SIGTERM while connections sit in the handshake (raw, gso, 
 
 export { net }
 
-function leftovers(pid: number): { ns: string[]; procs: string[]; links: string[] } {
+/**
+ * Watches the processes a running process starts (and theirs), until stop():
+ * what is still running of them afterwards is left behind, whatever its
+ * arguments.
+ */
+function watchDescendants(root: number): { stop: () => void; seen: () => string[]; alive: () => string[] } {
+  const seen = new Map<number, string>()
+  const sample = () => {
+    const rows = execFileSync('ps', ['-eo', 'pid=,ppid=,args=']).toString().split('\n')
+    const procs = rows.map((l) => /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(l)).filter((m) => m !== null)
+    for (let grew = true; grew; ) {
+      grew = false
+      for (const [, pid, ppid, args] of procs) {
+        if (!seen.has(Number(pid)) && (Number(ppid) === root || seen.has(Number(ppid)))) {
+          seen.set(Number(pid), args!)
+          grew = true
+        }
+      }
+    }
+  }
+  sample()
+  const timer = setInterval(sample, 100)
+  return {
+    stop: () => clearInterval(timer),
+    seen: () => [...seen.values()],
+    alive: () => {
+      const now = new Map(execFileSync('ps', ['-eo', 'pid=,args=']).toString().split('\n').map((l) => /^\s*(\d+)\s+(.*)$/.exec(l)).filter((m) => m !== null).map((m) => [Number(m[1]), m[2]!] as const))
+      return [...seen].filter(([pid, args]) => now.get(pid) === args).map(([pid, args]) => `${pid} ${args}`)
+    },
+  }
+}
+
+function leftovers(pid: number, procs: string[]): { ns: string[]; procs: string[]; links: string[] } {
   const ns = execFileSync('ip', ['netns', 'list']).toString().split('\n').filter((l) => l.startsWith(`tgso-demo-${pid}-`))
-  const procs = execFileSync('ps', ['-eo', 'pid,args']).toString().split('\n').filter((l) => /cli\.(ts|js) (vpn|_sink|_send)/.test(l) && l.includes('198.18.0.'))
   const links = execFileSync('ip', ['-o', 'link', 'show']).toString().split('\n').filter((l) => l.includes('tgsodemo'))
   return { ns, procs, links }
 }
 
-rootTest('tunnel-gso demo runs to completion and leaves no namespace, link or process behind', async (t) => {
-  const demo = new Proc(null, [...CLI, 'demo', '--seconds', '1'])
+rootTest('tunnel-gso demo runs to completion, shows progress and packets per system call, and leaves no namespace, link or process behind', async (t) => {
+  const demo = new Proc(null, [...CLI, 'demo', '--seconds', '2'])
+  const watch = watchDescendants(demo.child.pid!)
   const code = await demo.exited
+  watch.stop()
   t.is(code, 0, demo.out)
-  t.regex(demo.out, /Gbit\/s/)
   t.regex(demo.out, /offload \/ no offload throughput/)
-  const pid = demo.child.pid!
-  await new Promise((r) => setTimeout(r, 300))
-  t.deepEqual(leftovers(pid), { ns: [], procs: [], links: [] })
+  const labels = ['no offload, raw wire', 'offload, raw wire (split/coalesce)', 'offload, gso wire (whole)']
+  const esc = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
+  for (const [i, label] of labels.entries()) {
+    t.regex(demo.out, new RegExp(`^  ${esc(label)}: \\d+ MB in \\d+ s, \\d+\\.\\d\\d Gbit/s$`, 'm'), `progress of ${label}`)
+    const row = new RegExp(`^${esc(label)} +(\\d+\\.\\d\\d) +(\\d+\\.\\d|-) +(\\d+\\.\\d|-)$`, 'm').exec(demo.out)
+    t.truthy(row, `figures of ${label}`)
+    const [perRead, perWrite] = [Number(row?.[2]), Number(row?.[3])]
+    if (i === 0) {
+      t.is(perRead, 1, 'no offload: one packet per read')
+      t.is(perWrite, 1, 'no offload: one packet per write')
+    } else {
+      t.true(perRead > 1, `${label}: ${perRead} packets per read`)
+      t.true(perWrite > 1, `${label}: ${perWrite} packets per write`)
+    }
+  }
+  t.regex(demo.out, /pkts\/read \(client tun\)\s+pkts\/write \(server tun\)/)
+  // The watch saw what the demo started: the check below is not vacuous.
+  for (const what of ['vpn server', 'vpn client', '_sink', '_send']) t.true(watch.seen().some((a) => a.includes(`cli.ts ${what}`)), `saw the demo's ${what}`)
+  await sleep(300)
+  t.deepEqual(leftovers(demo.child.pid!, watch.alive()), { ns: [], procs: [], links: [] })
 })
 
 rootTest('tunnel-gso demo cleans up on Ctrl-C', async (t) => {
   const demo = new Proc(null, [...CLI, 'demo', '--seconds', '20'])
+  const watch = watchDescendants(demo.child.pid!)
   await demo.waitFor(/running/)
-  await new Promise((r) => setTimeout(r, 1500))
+  await sleep(1500)
   demo.child.kill('SIGINT')
   const code = await demo.exited
+  watch.stop()
   t.is(code, 130)
-  await new Promise((r) => setTimeout(r, 300))
-  t.deepEqual(leftovers(demo.child.pid!), { ns: [], procs: [], links: [] })
+  t.true(watch.seen().some((a) => a.includes('cli.ts vpn server')), "saw the demo's vpn server")
+  await sleep(300)
+  t.deepEqual(leftovers(demo.child.pid!, watch.alive()), { ns: [], procs: [], links: [] })
 })
 
 rootTest('vpn: the client reconnects with backoff after the server restarts', async (t) => {
