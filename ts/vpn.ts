@@ -420,7 +420,8 @@ async function serve(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions |
   let takeovers = Promise.resolve()
   const takeOver = (sock: Conn, who: string) => {
     takeovers = takeovers.then(async () => {
-      if (signal.aborted) {
+      // Shut down, or gone while it waited for its turn: it replaces nobody.
+      if (signal.aborted || sock.destroyed) {
         sock.destroy()
         return
       }
