@@ -448,7 +448,8 @@ async function serve(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions |
 
   // A connection takes over the device only once it has proven itself (TLS,
   // then the gso-wire hello and a whole valid first frame, or on the raw
-  // wire a whole valid first IP packet), so junk costs only itself.
+  // wire, where a client is connected, a whole valid first IP packet), so
+  // junk costs only itself.
   const onConn = async (sock: Conn) => {
     const who = peerName(sock)
     if (tlsCtx) {
@@ -461,7 +462,11 @@ async function serve(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions |
       if (o.wire === 'gso') {
         await handshake(sock, 'server', deadline)
         await firstFrame(sock, deadline)
-      } else {
+      } else if (active) {
+        // Only a connection that would replace a live client proves itself
+        // first: with nobody connected there is nobody to protect, and a raw
+        // peer that has nothing to send yet (the Go example's client, say)
+        // is let in at once.
         await firstPacket(sock, deadline)
       }
     } catch (e) {
