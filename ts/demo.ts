@@ -12,6 +12,8 @@ export interface VpnStats {
   txWrites: number
   /** Event loop delay p99 over the last interval, ms (perf_hooks.monitorEventLoopDelay). */
   eventLoopP99Ms?: number
+  /** Event loop delay p99 since the VPN started, ms. */
+  eventLoopP99RunMs?: number
   /** Resident set size, MB. */
   rssMb?: number
 }
