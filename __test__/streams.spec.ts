@@ -36,6 +36,45 @@ test('any chunking of concatenated packets gives back the same packets', (t) => 
   }
 })
 
+test('pushRuns: any chunking gives runs of whole packets that concatenate to the stream; at most one copy (a spanning packet) per chunk', (t) => {
+  const pkts = packets()
+  const stream = Buffer.concat(pkts)
+  let seed = 11
+  const plans: number[][] = [[1], [39], [40], [1000], [stream.length], Array.from({ length: 200 }, () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 3000) + 1)]
+  for (const plan of plans) {
+    const s = new PacketSplitter()
+    const got: Buffer[] = []
+    let pos = 0
+    for (let k = 0; pos < stream.length; k++) {
+      const n = plan[k % plan.length]!
+      const chunk = Buffer.from(stream.subarray(pos, pos + n))
+      pos += n
+      const r = s.pushRuns(chunk)
+      t.is(r.error, undefined)
+      t.true(r.runs.length <= 2, 'the completed spanning packet, then one run')
+      // After a completed spanning packet (a copy), the run is a view on the chunk.
+      if (r.runs.length === 2) t.is(r.runs[1]!.buffer, chunk.buffer)
+      got.push(...r.runs.map((p) => Buffer.from(p)))
+    }
+    t.is(s.pending, 0)
+    t.true(Buffer.concat(got).equals(stream), `plan ${plan.slice(0, 3)}`)
+    // Each run is whole packets: cutting it with push gives packets of the original list.
+    const again = new PacketSplitter()
+    const cut = got.flatMap((run) => again.push(run).packets.map((p) => Buffer.from(p)))
+    t.deepEqual(cut, pkts)
+  }
+})
+
+test('pushRuns: bytes that are not an IP packet are an error with a code; the run before them is kept', (t) => {
+  const pkts = packets().slice(0, 3)
+  const s = new PacketSplitter()
+  const r = s.pushRuns(Buffer.concat([...pkts, Buffer.from([0x00, 1, 2, 3, 4, 5, 6, 7])]))
+  t.is(r.runs.length, 1)
+  t.true(r.runs[0]!.equals(Buffer.concat(pkts)))
+  t.is(r.error?.code, 'ERR_TUN_INVALID_PACKET')
+  t.regex(r.error!.message, /byte \d+ of the stream is not an IP packet/)
+})
+
 test('bytes that are not an IP packet are an error with a code; the whole packets before them are kept', (t) => {
   const pkts = packets().slice(0, 2)
   const s = new PacketSplitter()

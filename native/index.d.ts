@@ -72,6 +72,14 @@ export declare class NativeTun {
    * packet: the facade checks that before any is written.
    */
   send(packets: Array<Uint8Array>): number
+  /**
+   * Writes the IP packets that lie end to end in `chunks` (each a run of
+   * whole packets, as a raw byte stream carries them), coalesced by flow
+   * across all of them, like `send`. Every chunk is walked first: one that
+   * is not whole IPv4/IPv6 packets end to end fails the call
+   * (ERR_TUN_INVALID_PACKET) with nothing written. Returns the packets.
+   */
+  sendPacked(chunks: Array<Uint8Array>): number
   /** Frames waiting because a write would have blocked. */
   get backlog(): number
   /** Writes the backlog; returns how many frames still wait. */

@@ -486,6 +486,21 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
   }
 
   /**
+   * Yields one Buffer per batch: its packets end to end, as a raw byte
+   * stream of IP packets carries them (the same batches as
+   * {@link Tun.batches}, without a view per packet). Ends when the device is
+   * closed.
+   */
+  async *chunks(options?: ReadOptions): AsyncGenerator<Buffer, void, undefined> {
+    const { signal, source } = this.#readOptions(options)
+    for (;;) {
+      const batch = await this.#readBatch(signal, false, source, true)
+      if (batch === null) return
+      yield batch[0]!
+    }
+  }
+
+  /**
    * For relays that carry super-packets whole (the CLI's `--wire gso`):
    * yields arrays of frames as read from the kernel, not split. Each frame is
    * `[u32 big-endian length][10-byte virtio header, little-endian fields][packet]`,
@@ -515,7 +530,8 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     await this.#sendLocked(() => this.#native.sendFrames(checked))
   }
 
-  async #readBatch(signal: AbortSignal | undefined, frames: boolean, source: BufferSource | undefined): Promise<Buffer[] | null> {
+  /** One batch: views per packet, or (`packed`) one view of them all. */
+  async #readBatch(signal: AbortSignal | undefined, frames: boolean, source: BufferSource | undefined, packed = false): Promise<Buffer[] | null> {
     // One reader at a time: the slab position and the lengths array are shared.
     const prev = this.#readLock
     let release!: () => void
@@ -550,11 +566,11 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
           const k = native(() => this.#native.recv(this.#slab, this.#lensBuf))
           // Not shared with later slab reads: the caller may keep it.
           this.#slabPos = this.#slab.length
-          if (k > 0) return this.#cut(this.#slab, 0, k)
+          if (k > 0) return this.#cut(this.#slab, k, packed)
           continue
         }
         if (n > 0) {
-          const out = this.#cut(room, 0, n)
+          const out = this.#cut(room, n, packed)
           if (source === undefined) this.#slabPos += this.#cutEnd
           return out
         }
@@ -569,8 +585,17 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
   /** Where the last {@link Tun.#cut} ended. */
   #cutEnd = 0
 
-  /** The first `n` packets of `buf` from `pos`, as views, by the lengths the native call wrote. */
-  #cut(buf: Buffer, pos: number, n: number): Buffer[] {
+  /**
+   * The first `n` packets of `buf`, as views, by the lengths the native call
+   * wrote; `packed`: one view of all of them.
+   */
+  #cut(buf: Buffer, n: number, packed: boolean): Buffer[] {
+    let pos = 0
+    if (packed) {
+      for (let i = 0; i < n; i++) pos += this.#lens[i]!
+      this.#cutEnd = pos
+      return [buf.subarray(0, pos)]
+    }
     const out = new Array<Buffer>(n)
     for (let i = 0; i < n; i++) {
       const len = this.#lens[i]!
@@ -629,6 +654,22 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     this.#assertOpen()
     if (checked.length === 0) return
     await this.#sendLocked(() => this.#native.send(checked))
+  }
+
+  /**
+   * Writes IP packets that lie end to end in each chunk, as a raw byte
+   * stream carries them (each chunk must hold whole packets only; cut a
+   * stream with {@link PacketSplitter.pushRuns}). Coalesced by flow across
+   * all chunks, like {@link Tun.writeBatch}, but the packets are found in
+   * native code: no per-packet work in JavaScript. All chunks are checked
+   * first: if one is not whole IPv4/IPv6 packets end to end, none is written
+   * (`ERR_TUN_INVALID_PACKET`).
+   */
+  async writeChunks(chunks: readonly Uint8Array[]): Promise<void> {
+    const checked = checkBytesArray(chunks, 'chunks')
+    this.#assertOpen()
+    if (checked.length === 0) return
+    await this.#sendLocked(() => this.#native.sendPacked(checked))
   }
 
   /** One writer at a time; what would have blocked waits natively, in order, until the device takes it. */

@@ -1,6 +1,6 @@
 import { Readable, Writable } from 'node:stream'
 import { TunError } from './errors.js'
-import { ipPacketLength } from './validate.js'
+import { ipPacketLength, ipPacketLengthAt } from './validate.js'
 
 /** The largest IP packet (IPv4 total length and IPv6 payload length are 16-bit; jumbograms are not carried). */
 const MAX_IP_PACKET = 65535 + 40
@@ -28,6 +28,23 @@ export class PacketSplitter {
    * views on `chunk`.
    */
   push(chunk: Uint8Array): { packets: Buffer[]; error?: TunError } {
+    return this.#split(chunk, false)
+  }
+
+  /**
+   * Like {@link PacketSplitter.push}, for writers that find the packets in a
+   * run themselves ({@link Tun.writeChunks}): returns runs of whole packets
+   * end to end instead of a view per packet: the packet completed from held
+   * bytes (a copy), then one view of all the whole packets that follow it in
+   * this chunk. No per-packet object is made.
+   */
+  pushRuns(chunk: Uint8Array): { runs: Buffer[]; error?: TunError } {
+    const { packets, error } = this.#split(chunk, true)
+    return error ? { runs: packets, error } : { runs: packets }
+  }
+
+  /** The packets (or with `runs`, the runs of packets) that `chunk` completes. */
+  #split(chunk: Uint8Array, runs: boolean): { packets: Buffer[]; error?: TunError } {
     const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
     const packets: Buffer[] = []
     let pos = 0
@@ -47,21 +64,26 @@ export class PacketSplitter {
       this.#heldBytes = 0
       pos = need
     }
+    const start = pos
+    let error: TunError | undefined
     while (pos < buf.length) {
-      const rest = buf.subarray(pos)
-      const len = ipPacketLength(rest)
+      const len = ipPacketLengthAt(buf, pos)
       if (typeof len === 'string') {
         // Too short to tell yet, or not an IP packet at all.
         if (/needs \d+ bytes/.test(len)) break
-        return { packets, error: new TunError(`byte ${pos} of the stream is not an IP packet: ${len}`, 'ERR_TUN_INVALID_PACKET') }
+        error = new TunError(`byte ${pos} of the stream is not an IP packet: ${len}`, 'ERR_TUN_INVALID_PACKET')
+        break
       }
       if (len > MAX_IP_PACKET) {
-        return { packets, error: new TunError(`packet length ${len} at byte ${pos} is too large`, 'ERR_TUN_INVALID_PACKET') }
+        error = new TunError(`packet length ${len} at byte ${pos} is too large`, 'ERR_TUN_INVALID_PACKET')
+        break
       }
-      if (rest.length < len) break
-      packets.push(rest.subarray(0, len))
+      if (buf.length - pos < len) break
+      if (!runs) packets.push(buf.subarray(pos, pos + len))
       pos += len
     }
+    if (runs && pos > start) packets.push(buf.subarray(start, pos))
+    if (error) return { packets, error }
     return this.#hold(buf, pos, packets)
   }
 
@@ -79,7 +101,7 @@ export class PacketSplitter {
 /** What the streams need of a device. */
 export interface PacketDevice {
   batches(options?: { signal?: AbortSignal }): AsyncGenerator<Buffer[], void, undefined>
-  writeBatch(packets: readonly Uint8Array[]): Promise<void>
+  writeChunks(chunks: readonly Uint8Array[]): Promise<void>
 }
 
 /**
@@ -119,7 +141,7 @@ export function createReadStream(dev: PacketDevice): Readable {
 
 /**
  * A Writable that takes concatenated IP packets in any chunking. Whole packets
- * are written with `writeBatch` (coalesced where the device can); a packet
+ * are written with `writeChunks` (coalesced where the device can); a packet
  * split across chunks waits for its end. Bytes that are not an IP packet fail
  * the stream with `ERR_TUN_INVALID_PACKET`; the packets before them are
  * written, no part of a packet ever is. Ending the stream in the middle of a
@@ -130,14 +152,14 @@ export function createWriteStream(dev: PacketDevice): Writable {
   const writeChunks = async (chunks: Uint8Array[]): Promise<void> => {
     const all: Buffer[] = []
     for (const c of chunks) {
-      const { packets, error } = splitter.push(c)
-      all.push(...packets)
+      const { runs, error } = splitter.pushRuns(c)
+      all.push(...runs)
       if (error) {
-        if (all.length > 0) await dev.writeBatch(all)
+        if (all.length > 0) await dev.writeChunks(all)
         throw error
       }
     }
-    if (all.length > 0) await dev.writeBatch(all)
+    if (all.length > 0) await dev.writeChunks(all)
   }
   return new Writable({
     highWaterMark: 1 << 20,

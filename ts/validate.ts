@@ -191,19 +191,25 @@ export function checkBufferSource(source: unknown): BufferSource | undefined {
  * an explanation of why `buf` does not start with one.
  */
 export function ipPacketLength(buf: Uint8Array): number | string {
-  if (buf.length < 1) return 'empty buffer'
-  const version = buf[0]! >> 4
+  return ipPacketLengthAt(buf, 0)
+}
+
+/** {@link ipPacketLength} of the packet that starts at byte `at` of `buf` (no view made). */
+export function ipPacketLengthAt(buf: Uint8Array, at: number): number | string {
+  const have = buf.length - at
+  if (have < 1) return 'empty buffer'
+  const version = buf[at]! >> 4
   if (version === 4) {
-    if (buf.length < 20) return `IPv4 header needs 20 bytes, got ${buf.length}`
-    const ihl = (buf[0]! & 0x0f) * 4
-    const total = (buf[2]! << 8) | buf[3]!
+    if (have < 20) return `IPv4 header needs 20 bytes, got ${have}`
+    const ihl = (buf[at]! & 0x0f) * 4
+    const total = (buf[at + 2]! << 8) | buf[at + 3]!
     if (ihl < 20) return `IPv4 header length ${ihl} is below 20`
     if (total < ihl) return `IPv4 total length ${total} is below the header length ${ihl}`
     return total
   }
   if (version === 6) {
-    if (buf.length < 40) return `IPv6 header needs 40 bytes, got ${buf.length}`
-    return 40 + ((buf[4]! << 8) | buf[5]!)
+    if (have < 40) return `IPv6 header needs 40 bytes, got ${have}`
+    return 40 + ((buf[at + 4]! << 8) | buf[at + 5]!)
   }
   return `IP version ${version} is neither 4 nor 6`
 }

@@ -258,15 +258,23 @@ interface Wire {
   write: (items: Buffer[]) => Promise<void>
 }
 
+/**
+ * `--wire raw`: IP packets back to back. Both ways move runs of packets, not
+ * a view per packet: the device's batches as one chunk each, and the
+ * socket's chunks cut at packet boundaries, whose packets the device finds
+ * (and coalesces) natively.
+ */
 function rawWire(tun: Tun): Wire {
   const splitter = new PacketSplitter()
   return {
-    read: (signal, buffer) => tun.batches({ signal, buffer }),
-    cut: (chunk) => {
-      const { packets, error } = splitter.push(chunk)
-      return { items: packets, error }
+    read: async function* (signal, buffer) {
+      for await (const chunk of tun.chunks({ signal, buffer })) yield [chunk]
     },
-    write: (packets) => tun.writeBatch(packets),
+    cut: (chunk) => {
+      const { runs, error } = splitter.pushRuns(chunk)
+      return { items: runs, error }
+    },
+    write: (runs) => tun.writeChunks(runs),
   }
 }
 

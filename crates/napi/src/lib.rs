@@ -27,6 +27,7 @@ fn to_napi(e: CoreError) -> napi::Error {
         (_, Some(errno), Some(syscall)) => format!("errno:{errno}:{syscall}"),
         (CoreError::InvalidArgument(_), _, _) => "ERR_INVALID_ARG_VALUE".to_string(),
         (CoreError::Closed, _, _) => "ERR_TUN_CLOSED".to_string(),
+        (CoreError::Malformed { what: "packet", .. }, _, _) => "ERR_TUN_INVALID_PACKET".to_string(),
         (CoreError::Malformed { .. }, _, _) => "ERR_TUN_MALFORMED".to_string(),
         _ => "ERR_TUN".to_string(),
     };
@@ -345,6 +346,18 @@ impl NativeTun {
     pub fn send(&mut self, packets: Vec<&[u8]>) -> Result<u32> {
         let shared = self.shared.as_ref().ok_or_else(closed)?;
         let n = self.tx.send(shared.dev(), &packets).map_err(to_napi)?;
+        Ok(n as u32)
+    }
+
+    /// Writes the IP packets that lie end to end in `chunks` (each a run of
+    /// whole packets, as a raw byte stream carries them), coalesced by flow
+    /// across all of them, like `send`. Every chunk is walked first: one that
+    /// is not whole IPv4/IPv6 packets end to end fails the call
+    /// (ERR_TUN_INVALID_PACKET) with nothing written. Returns the packets.
+    #[napi]
+    pub fn send_packed(&mut self, chunks: Vec<&[u8]>) -> Result<u32> {
+        let shared = self.shared.as_ref().ok_or_else(closed)?;
+        let n = self.tx.send_packed(shared.dev(), &chunks).map_err(to_napi)?;
         Ok(n as u32)
     }
 

@@ -389,6 +389,16 @@ impl Tx {
         self.send_io(dev, packets)
     }
 
+    /// Writes the IP packets that lie end to end in `chunks` (each chunk a
+    /// run of whole packets, as a raw byte stream carries them), like
+    /// [`Tx::send`]: coalesced by flow across all chunks. Every chunk is
+    /// walked first: if one is not whole IPv4/IPv6 packets end to end, nothing
+    /// is written and the error says where. Returns the number of packets.
+    pub fn send_packed(&mut self, dev: &Device, chunks: &[&[u8]]) -> Result<usize> {
+        let packets = packed(chunks)?;
+        self.send_io(dev, &packets)
+    }
+
     fn send_io(&mut self, dev: &impl Io, packets: &[&[u8]]) -> Result<usize> {
         self.flush_io(dev)?;
         let total = packets.len();
@@ -623,6 +633,34 @@ fn split_queued(backlog: &mut Backlog, i: usize, buf: &mut Vec<u8>, lens: &mut V
     true
 }
 
+/// The packets of `chunks`, each a run of whole IP packets end to end (one
+/// list per call, not an allocation per packet).
+fn packed<'a>(chunks: &[&'a [u8]]) -> Result<Vec<&'a [u8]>> {
+    let bytes: usize = chunks.iter().map(|c| c.len()).sum();
+    // Typical packets are MTU-sized: room for that many, grown if smaller.
+    let mut packets = Vec::with_capacity(bytes / 1280 + chunks.len());
+    for (i, chunk) in chunks.iter().enumerate() {
+        let mut pos = 0usize;
+        while pos < chunk.len() {
+            let rest = &chunk[pos..];
+            match crate::packet::ip_packet_len(rest) {
+                Ok(Some(len)) if len <= rest.len() => {
+                    packets.push(&rest[..len]);
+                    pos += len;
+                }
+                _ => {
+                    return Err(Error::Malformed {
+                        what: "packet",
+                        offset: pos,
+                        len: if i == 0 { rest.len() } else { chunk.len() },
+                    })
+                }
+            }
+        }
+    }
+    Ok(packets)
+}
+
 fn send_error(e: io::Error, _done: usize, _total: usize) -> Error {
     // The errno is what callers act on; it stays intact.
     Error::sys("write", e)
@@ -634,6 +672,30 @@ mod tests {
     use crate::testutil::{checksums_valid, payload, Spec};
     use std::cell::RefCell;
     use std::collections::VecDeque;
+
+    #[test]
+    fn packed_walks_runs_of_whole_packets() {
+        let a = Spec::udp4().build(b"one");
+        let b = Spec::tcp6().build(b"two two");
+        let c = Spec::udp4().build(&[7u8; 1000]);
+        let run1 = [a.clone(), b.clone()].concat();
+        let run2 = c.clone();
+        let got = packed(&[&run1, &run2]).unwrap();
+        assert_eq!(got, vec![&a[..], &b[..], &c[..]]);
+        assert!(packed(&[]).unwrap().is_empty());
+        // A run that ends inside a packet, or holds bytes that are not IP, is refused whole.
+        let cut = &run1[..run1.len() - 1];
+        assert!(
+            matches!(packed(&[cut]), Err(Error::Malformed { what: "packet", offset, .. }) if offset == a.len())
+        );
+        let junk = [a.clone(), vec![0x10; 30]].concat();
+        assert!(matches!(
+            packed(&[&run2, &junk]),
+            Err(Error::Malformed { what: "packet", .. })
+        ));
+        let short_v4 = [0x45u8, 0, 0, 10];
+        assert!(packed(&[&short_v4]).is_err());
+    }
 
     type Answer = Box<dyn FnMut(&[u8]) -> Option<i32>>;
 
