@@ -133,18 +133,40 @@ export function echoReply(pkt: Uint8Array): Buffer | undefined {
   return undefined
 }
 
-/** Builds an IPv4 UDP packet with valid checksums. */
-export function udp4(src: string, dst: string, sport: number, dport: number, payload: Uint8Array): Buffer {
-  const total = 20 + 8 + payload.length
+/** A zeroed IPv4 packet of `total` bytes with its 20-byte header filled in (DF, TTL 64, valid header checksum). */
+function ipv4(total: number, proto: number, src: string, dst: string): Buffer {
   const b = Buffer.alloc(total)
   b[0] = 0x45
   b.writeUInt16BE(total, 2)
   b.writeUInt16BE(0x4000, 6)
   b[8] = 64
-  b[9] = 17
+  b[9] = proto
   ipToBytes(src).copy(b, 12)
   ipToBytes(dst).copy(b, 16)
   b.writeUInt16BE(checksum(b.subarray(0, 20)), 10)
+  return b
+}
+
+/** Builds an IPv4 TCP packet with valid checksums. `opts` must be a multiple of 4 bytes. */
+export function tcp4(src: string, dst: string, sport: number, dport: number, seq: number, ack: number, flags: number, payload: Uint8Array, opts: Uint8Array = new Uint8Array()): Buffer {
+  const thl = 20 + opts.length
+  const b = ipv4(20 + thl + payload.length, 6, src, dst)
+  b.writeUInt16BE(sport, 20)
+  b.writeUInt16BE(dport, 22)
+  b.writeUInt32BE(seq >>> 0, 24)
+  b.writeUInt32BE(ack >>> 0, 28)
+  b[32] = (thl / 4) << 4
+  b[33] = flags
+  b.writeUInt16BE(65535, 34)
+  Buffer.from(opts).copy(b, 40)
+  Buffer.from(payload).copy(b, 20 + thl)
+  b.writeUInt16BE(checksum(b.subarray(20), pseudo4(b.subarray(12, 16), b.subarray(16, 20), 6, thl + payload.length)), 36)
+  return b
+}
+
+/** Builds an IPv4 UDP packet with valid checksums. */
+export function udp4(src: string, dst: string, sport: number, dport: number, payload: Uint8Array): Buffer {
+  const b = ipv4(20 + 8 + payload.length, 17, src, dst)
   b.writeUInt16BE(sport, 20)
   b.writeUInt16BE(dport, 22)
   b.writeUInt16BE(8 + payload.length, 24)
