@@ -48,6 +48,9 @@ interface Stats {
   rxReads: number
   txPackets: number
   txWrites: number
+  socketReads: number
+  socketReadBytes: number
+  socketReadMaxBytes: number
 }
 
 /** The counters of the complete `vpn: stats` lines a `--stats` process has logged so far. */
@@ -118,6 +121,15 @@ for (const mode of ['raw', 'raw+tls', 'gso', 'gso+tls', 'gso/no-offload-client']
         t.log(`server -> client: ${sent.toFixed(1)} packets per read (server), ${written.toFixed(1)} per write (client)`)
         t.true(sent >= 5, `server -> client: the server's device read ${sent.toFixed(1)} packets per read`)
         t.true(written >= 5, `server -> client: the client's device wrote ${written.toFixed(1)} packets per write`)
+      }
+      // A plain connection is read into one reused 1 MiB buffer, so a read
+      // can bring more than the 64 KiB of a stream chunk; TLS is read as a
+      // stream. Each side received 50 MB.
+      for (const [side, st] of [['server', s1], ['client', c1]] as const) {
+        t.log(`${side}: ${st.socketReads} socket reads, ${(st.socketReadBytes / st.socketReads / 1024).toFixed(0)} KiB on average, ${(st.socketReadMaxBytes / 1024).toFixed(0)} KiB at most`)
+        t.true(st.socketReadBytes >= 50e6, `${side}: ${st.socketReadBytes} bytes read from the connection`)
+        if (c) t.true(st.socketReadMaxBytes <= 65536, `${side} (TLS): reads are stream chunks (${st.socketReadMaxBytes} bytes at most)`)
+        else t.true(st.socketReadMaxBytes > 65536, `${side}: reads go into the 1 MiB buffer (${st.socketReadMaxBytes} bytes at most)`)
       }
       t.is(await client.stop(), 0, 'client exits cleanly on SIGTERM')
       t.is(await server.stop(), 0, 'server exits cleanly on SIGTERM')

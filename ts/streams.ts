@@ -190,6 +190,16 @@ export class FrameSplitter {
   /** Chunks not consumed yet (views, no copies), and their total length. */
   #chunks: Buffer[] = []
   #bytes = 0
+  readonly #reused: boolean
+
+  /**
+   * `reusedChunks`: the caller reads every chunk into the same memory (a
+   * socket's `onread` buffer), so the bytes of an incomplete frame are
+   * copied before push() returns instead of kept as views.
+   */
+  constructor(options?: { reusedChunks?: boolean }) {
+    this.#reused = options?.reusedChunks === true
+  }
 
   /** Bytes held back: an incomplete frame. */
   get pending(): number {
@@ -203,8 +213,8 @@ export class FrameSplitter {
   #scratch: Buffer | undefined
 
   /**
-   * Adds a chunk (which must not be reused by the caller; socket chunks are
-   * fresh). Frames inside one chunk are views on it; a frame that spans
+   * Adds a chunk (which the caller must not reuse unless it said so with
+   * `reusedChunks`). Frames inside one chunk are views on it; a frame that spans
    * chunks is copied once, when it completes, into a buffer that the next
    * push() overwrites: use (write) the frames of one push() before the next.
    */
@@ -227,6 +237,8 @@ export class FrameSplitter {
       this.#take(4)
       frames.push(this.#take(len))
     }
+    // At most one incomplete frame is left: one copy of at most 4 + MAX_FRAME bytes.
+    if (this.#reused && this.#bytes > 0) this.#chunks = [Buffer.concat(this.#chunks, this.#bytes)]
     return { frames }
   }
 

@@ -265,6 +265,7 @@ interface Wire {
  * (and coalesces) natively.
  */
 function rawWire(tun: Tun): Wire {
+  // Holds copies of a packet that spans chunks: fine with reused chunks.
   const splitter = new PacketSplitter()
   return {
     read: async function* (signal, buffer) {
@@ -283,8 +284,8 @@ function rawWire(tun: Tun): Wire {
  * two kernels; nothing is split or merged in between. Each side's device
  * takes what it can whole and splits the rest itself.
  */
-function gsoWire(tun: Tun): Wire {
-  const splitter = new FrameSplitter()
+function gsoWire(tun: Tun, reusedChunks: boolean): Wire {
+  const splitter = new FrameSplitter({ reusedChunks })
   return {
     read: (signal, buffer) => tun.frames({ signal, buffer }),
     cut: (chunk) => {
@@ -295,17 +296,79 @@ function gsoWire(tun: Tun): Wire {
   }
 }
 
+/** Bytes of the buffer that a plain TCP connection is read into. */
+const READ_BUFFER = 1 << 20
+
+/** Reads from peer connections in this process (all connections), for `--stats`. */
+const socketCounters = { socketReads: 0, socketReadBytes: 0, socketReadMaxBytes: 0 }
+
+function countRead(n: number): void {
+  socketCounters.socketReads++
+  socketCounters.socketReadBytes += n
+  if (n > socketCounters.socketReadMaxBytes) socketCounters.socketReadMaxBytes = n
+}
+
+/** What {@link adopt} needs of a socket's native handle (Node's TCPWrap). */
+interface StreamHandle {
+  reading: boolean
+  readStop(): number
+  useUserBuffer(buf: Uint8Array): void
+}
+
+/**
+ * Socket -> device without a fresh Buffer per read: moves a plain TCP
+ * connection's handle, once the handshake (read as a stream) is over, to a
+ * socket made with Node's `onread`, which reads into one reused buffer of
+ * READ_BUFFER bytes: up to 1 MiB per read instead of a new 64 KiB Buffer,
+ * and no stream machinery per chunk. Node offers `onread` to sockets it
+ * connects, not to those a server accepts, hence the move for both (through
+ * `_handle` and the `handle` option, which Node's own server uses). Returns
+ * the new socket, paused, and the bytes the old one had buffered; or
+ * undefined where the move is not possible (TLS, a connection whose end has
+ * arrived, writes still queued, a Node without these internals): then the
+ * stream is read as before.
+ */
+function adopt(old: Conn, onread: (n: number) => boolean): { sock: net.Socket; buf: Buffer; rest: Buffer | null } | undefined {
+  if (old instanceof tls.TLSSocket || old.destroyed || old.readableEnded || old.writableLength > 0) return undefined
+  const inner = old as unknown as { _handle?: StreamHandle | null; _readableState?: { ended?: boolean } }
+  const handle = inner._handle
+  if (!handle || typeof handle.readStop !== 'function' || typeof handle.useUserBuffer !== 'function') return undefined
+  if (inner._readableState?.ended !== false) return undefined
+  handle.reading = false
+  if (handle.readStop() !== 0) return undefined
+  // The old socket lets go of the handle: destroying it closes nothing.
+  inner._handle = null
+  const rest = old.read() as Buffer | null
+  const buf = Buffer.allocUnsafeSlow(READ_BUFFER)
+  const opts = { handle, allowHalfOpen: false, pauseOnCreate: true, readable: true, writable: true, onread: { buffer: buf, callback: onread } }
+  const sock = new net.Socket(opts as net.SocketConstructorOpts)
+  return { sock, buf, rest }
+}
+
 /**
  * Moves data between the device and one connection until either side ends;
  * resolves with the reason. Device -> socket: one socket write per batch (the
  * items of a batch lie end to end in one pooled buffer, which comes back when
  * the socket has taken it), waiting for 'drain' only past SOCKET_BUFFER or
- * when all MAX_SLABS buffers are in the socket. Socket -> device: the async
+ * when all MAX_SLABS buffers are in the socket. Socket -> device: a plain
+ * connection is read into one reused buffer ({@link adopt}) and paused while
+ * the device takes each read; a TLS one is read as a stream, whose async
  * iterator pauses the socket while a write is pending.
  */
-async function pump(sock: Conn, wire: Wire, log: (m: string) => void): Promise<string> {
+async function pump(conn: Conn, makeWire: (reusedChunks: boolean) => Wire, log: (m: string) => void): Promise<string> {
   const ac = new AbortController()
-  const who = peerName(sock)
+  const who = peerName(conn)
+  // Filled in below, once the wire exists; no read is delivered before the socket is resumed.
+  let deliver: (n: number) => boolean = () => false
+  const adopted = adopt(conn, (n) => deliver(n))
+  const sock: Conn = adopted?.sock ?? conn
+  const wire = makeWire(adopted !== undefined)
+  if (adopted) {
+    // Either socket closing closes the other: the caller knows only `conn`.
+    sock.on('error', () => {})
+    conn.once('close', () => sock.destroy())
+    sock.once('close', () => conn.destroy())
+  }
   sock.setNoDelay(true)
   const pool = new SlabPool()
   const closed = once(sock, 'close').catch(() => {})
@@ -331,26 +394,65 @@ async function pump(sock: Conn, wire: Wire, log: (m: string) => void): Promise<s
       throw e
     }
   })()
-  const inbound = (async () => {
-    try {
-      for await (const chunk of sock as AsyncIterable<Buffer>) {
-        const { items, error } = wire.cut(chunk)
-        if (items.length > 0) await wire.write(items)
-        if (error) {
-          log(`vpn: ${who}: dropping connection: ${error.message}`)
-          return `garbage from peer: ${error.message}`
+  const failed = (e: unknown): string => {
+    const err = e as Error & { code?: string }
+    if (err.code === 'ERR_TUN_MALFORMED') log(`vpn: ${who}: dropping connection: malformed frame: ${err.message}`)
+    return `connection error: ${err.message}`
+  }
+  const garbage = (error: Error): string => {
+    log(`vpn: ${who}: dropping connection: ${error.message}`)
+    return `garbage from peer: ${error.message}`
+  }
+  const inbound = adopted
+    ? new Promise<string>((resolve) => {
+        let ended = false
+        const finish = (reason: string) => {
+          ended = true
+          resolve(reason)
         }
-      }
-      return 'peer closed the connection'
-    } catch (e) {
-      const err = e as Error & { code?: string }
-      if (err.code === 'ERR_TUN_MALFORMED') log(`vpn: ${who}: dropping connection: malformed frame: ${err.message}`)
-      return `connection error: ${err.message}`
-    }
-  })()
+        /** Cuts and writes the bytes at the start of the buffer; false: the socket stays paused until the device has them. */
+        const take = (bytes: Buffer): boolean => {
+          if (ended) return false
+          const { items, error } = wire.cut(bytes)
+          if (items.length === 0) {
+            if (error) finish(garbage(error))
+            return !error
+          }
+          wire.write(items).then(
+            () => {
+              if (error) finish(garbage(error))
+              else if (!ended) sock.resume()
+            },
+            (e: unknown) => finish(failed(e)),
+          )
+          return false
+        }
+        deliver = (n) => {
+          countRead(n)
+          return take(adopted.buf.subarray(0, n))
+        }
+        sock.on('end', () => finish('peer closed the connection'))
+        sock.on('error', (e: Error) => finish(`connection error: ${e.message}`))
+        sock.once('close', () => finish('connection closed'))
+        if (adopted.rest === null || take(adopted.rest)) sock.resume()
+      })
+    : (async () => {
+        try {
+          for await (const chunk of sock as AsyncIterable<Buffer>) {
+            countRead(chunk.length)
+            const { items, error } = wire.cut(chunk)
+            if (items.length > 0) await wire.write(items)
+            if (error) return garbage(error)
+          }
+          return 'peer closed the connection'
+        } catch (e) {
+          return failed(e)
+        }
+      })()
   const reason = await Promise.race([out, inbound])
   ac.abort()
   sock.destroy()
+  conn.destroy()
   await Promise.allSettled([out, inbound])
   return reason
 }
@@ -386,7 +488,7 @@ export async function runVpn(o: VpnOptions, signal: AbortSignal): Promise<void> 
   const logStats = () => {
     const extra = { eventLoopP99Ms: delayMs(eld), eventLoopP99RunMs: delayMs(run), rssMb: Math.round(process.memoryUsage.rss() / 1e5) / 10 }
     eld.reset()
-    o.log(`vpn: stats ${JSON.stringify({ ...tun.stats(), ...extra })}`)
+    o.log(`vpn: stats ${JSON.stringify({ ...tun.stats(), ...socketCounters, ...extra })}`)
   }
   const timer = o.stats ? setInterval(logStats, 1000) : undefined
   try {
@@ -448,7 +550,7 @@ async function serve(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions |
         return
       }
       o.log(`vpn: ${who}: connected`)
-      const done = pump(sock, o.wire === 'gso' ? gsoWire(tun) : rawWire(tun), o.log).catch((e: Error) => `error: ${e.message}`)
+      const done = pump(sock, (reused) => (o.wire === 'gso' ? gsoWire(tun, reused) : rawWire(tun)), o.log).catch((e: Error) => `error: ${e.message}`)
       const me = { sock, who, done }
       active = me
       void done.then((reason) => {
@@ -540,7 +642,7 @@ async function clientSession(tun: Tun, sock: Conn, o: VpnOptions): Promise<{ rea
     }
   }
   sock.write(o.wire === 'gso' ? PROOF_FRAME : PROOF_PACKET)
-  const reason = await pump(sock, o.wire === 'gso' ? gsoWire(tun) : rawWire(tun), o.log)
+  const reason = await pump(sock, (reused) => (o.wire === 'gso' ? gsoWire(tun, reused) : rawWire(tun)), o.log)
   return { reason, established: true }
 }
 
