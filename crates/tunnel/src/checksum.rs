@@ -1,20 +1,22 @@
-//! The internet checksum (RFC 1071), fast: 32-bit big-endian words summed
-//! into a 64-bit accumulator, folded at the end (2^16 = 1 mod 0xffff, so the
-//! result equals the 16-bit ones'-complement sum).
+//! The internet checksum (RFC 1071), fast: 32-bit little-endian words (a
+//! plain load on the targets we build for, which lets the compiler vectorize
+//! the loop) summed into a 64-bit accumulator, folded at the end (2^16 = 1
+//! mod 0xffff, so the result equals the 16-bit ones'-complement sum). The
+//! sum does not depend on byte order (RFC 1071 2.B): the little-endian sum,
+//! folded and byte-swapped, is the big-endian one.
 
-/// Adds `data` to a running sum. Sums can be chained; [`fold`] finishes them.
+/// Adds `data` to a running sum (in network byte order). Sums can be
+/// chained, each part starting at an even offset of what is summed; [`fold`]
+/// finishes them.
 pub fn add(data: &[u8], mut sum: u64) -> u64 {
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        // Two 32-bit words per 8 bytes: no overflow for any input below 2^34 bytes.
-        sum += u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64;
-        sum += u32::from_be_bytes([c[4], c[5], c[6], c[7]]) as u64;
+    let mut words = data.chunks_exact(4);
+    let mut le = 0u64;
+    for w in &mut words {
+        // No overflow for any input below 2^34 bytes.
+        le += u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as u64;
     }
-    let mut rest = chunks.remainder();
-    if rest.len() >= 4 {
-        sum += u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
-        rest = &rest[4..];
-    }
+    sum += fold(le).swap_bytes() as u64;
+    let mut rest = words.remainder();
     if rest.len() >= 2 {
         sum += u16::from_be_bytes([rest[0], rest[1]]) as u64;
         rest = &rest[2..];
