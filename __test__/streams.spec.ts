@@ -12,6 +12,15 @@ function packets(): Buffer[] {
   return out
 }
 
+/** `stream` cut by the sizes of `plan` (repeated), each chunk a fresh copy, as a socket gives. */
+function* chunked(stream: Buffer, plan: number[]): Generator<Buffer> {
+  for (let k = 0, pos = 0; pos < stream.length; k++) {
+    const n = plan[k % plan.length]!
+    yield Buffer.from(stream.subarray(pos, pos + n))
+    pos += n
+  }
+}
+
 test('any chunking of concatenated packets gives back the same packets', (t) => {
   const pkts = packets()
   const stream = Buffer.concat(pkts)
@@ -22,11 +31,7 @@ test('any chunking of concatenated packets gives back the same packets', (t) => 
   for (const plan of plans) {
     const s = new PacketSplitter()
     const got: Buffer[] = []
-    let pos = 0
-    for (let k = 0; pos < stream.length; k++) {
-      const n = plan[k % plan.length]!
-      const chunk = Buffer.from(stream.subarray(pos, pos + n)) // a fresh copy, as a socket gives
-      pos += n
+    for (const chunk of chunked(stream, plan)) {
       const r = s.push(chunk)
       t.is(r.error, undefined)
       got.push(...r.packets.map((p) => Buffer.from(p)))
@@ -44,11 +49,7 @@ test('pushRuns: any chunking gives runs of whole packets that concatenate to the
   for (const plan of plans) {
     const s = new PacketSplitter()
     const got: Buffer[] = []
-    let pos = 0
-    for (let k = 0; pos < stream.length; k++) {
-      const n = plan[k % plan.length]!
-      const chunk = Buffer.from(stream.subarray(pos, pos + n))
-      pos += n
+    for (const chunk of chunked(stream, plan)) {
       const r = s.pushRuns(chunk)
       t.is(r.error, undefined)
       t.true(r.runs.length <= 2, 'the completed spanning packet, then one run')
