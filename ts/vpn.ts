@@ -329,10 +329,11 @@ interface StreamHandle {
  * stream is read as before.
  */
 function adopt(old: Conn, onread: (n: number) => boolean): { sock: net.Socket; buf: Buffer; rest: Buffer | null } | undefined {
-  if (old instanceof tls.TLSSocket || old.destroyed || old.readableEnded || old.writableLength > 0) return undefined
+  if (old instanceof tls.TLSSocket || old.destroyed || old.writableLength > 0) return undefined
   const inner = old as unknown as { _handle?: StreamHandle | null; _readableState?: { ended?: boolean } }
   const handle = inner._handle
   if (!handle || typeof handle.readStop !== 'function' || typeof handle.useUserBuffer !== 'function') return undefined
+  // Its end has arrived (read or not): the new socket would never see it.
   if (inner._readableState?.ended !== false) return undefined
   handle.reading = false
   if (handle.readStop() !== 0) return undefined
@@ -365,7 +366,7 @@ async function pump(conn: Conn, makeWire: (reusedChunks: boolean) => Wire, log: 
   const wire = makeWire(adopted !== undefined)
   if (adopted) {
     // Either socket closing closes the other: the caller knows only `conn`.
-    sock.on('error', () => {})
+    // (Errors of `sock` are handled by the inbound side below.)
     conn.once('close', () => sock.destroy())
     sock.once('close', () => conn.destroy())
   }

@@ -639,7 +639,7 @@ fn packed<'a>(chunks: &[&'a [u8]]) -> Result<Vec<&'a [u8]>> {
     let bytes: usize = chunks.iter().map(|c| c.len()).sum();
     // Typical packets are MTU-sized: room for that many, grown if smaller.
     let mut packets = Vec::with_capacity(bytes / 1280 + chunks.len());
-    for (i, chunk) in chunks.iter().enumerate() {
+    for chunk in chunks {
         let mut pos = 0usize;
         while pos < chunk.len() {
             let rest = &chunk[pos..];
@@ -652,7 +652,7 @@ fn packed<'a>(chunks: &[&'a [u8]]) -> Result<Vec<&'a [u8]>> {
                     return Err(Error::Malformed {
                         what: "packet",
                         offset: pos,
-                        len: if i == 0 { rest.len() } else { chunk.len() },
+                        len: chunk.len(),
                     })
                 }
             }
