@@ -187,8 +187,12 @@ export const MAX_FRAME = 10 + 65535 + 256
  * for it, so a 4 GB length costs nothing.
  */
 export class FrameSplitter {
-  /** Chunks not consumed yet (views, no copies), and their total length. */
+  /**
+   * Chunks not consumed yet (views, no copies), and their total length; the
+   * first begins at `#off` (an offset, so that cutting a frame makes one view).
+   */
   #chunks: Buffer[] = []
+  #off = 0
   #bytes = 0
   readonly #reused: boolean
 
@@ -212,6 +216,9 @@ export class FrameSplitter {
    */
   #scratch: Buffer | undefined
 
+  /** Holds the incomplete frame of a `reusedChunks` push(); allocated once. */
+  #carry: Buffer | undefined
+
   /**
    * Adds a chunk (which the caller must not reuse unless it said so with
    * `reusedChunks`). Frames inside one chunk are views on it; a frame that spans
@@ -219,10 +226,9 @@ export class FrameSplitter {
    * push() overwrites: use (write) the frames of one push() before the next.
    */
   push(chunk: Uint8Array): { frames: Buffer[]; error?: TunError } {
-    const c = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-    if (c.length > 0) {
-      this.#chunks.push(c)
-      this.#bytes += c.length
+    if (chunk.byteLength > 0) {
+      this.#chunks.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
+      this.#bytes += chunk.byteLength
     }
     const frames: Buffer[] = []
     while (this.#bytes >= 4) {
@@ -230,15 +236,15 @@ export class FrameSplitter {
       if (len < 10 || len > MAX_FRAME) {
         const at = this.#consumed
         this.#chunks = []
+        this.#off = 0
         this.#bytes = 0
         return { frames, error: new TunError(`frame length ${len} at byte ${at} is outside 10..${MAX_FRAME}`, 'ERR_TUN_INVALID_FRAME') }
       }
       if (this.#bytes < 4 + len) break
-      this.#take(4)
+      this.#skip(4)
       frames.push(this.#take(len))
     }
-    // At most one incomplete frame is left: one copy of at most 4 + MAX_FRAME bytes.
-    if (this.#reused && this.#bytes > 0) this.#chunks = [Buffer.concat(this.#chunks, this.#bytes)]
+    if (this.#reused && this.#bytes > 0) this.#keep()
     return { frames }
   }
 
@@ -246,16 +252,37 @@ export class FrameSplitter {
 
   #peekLength(): number {
     const first = this.#chunks[0]!
-    if (first.length >= 4) return first.readUInt32BE(0)
-    const head = Buffer.alloc(4)
+    if (first.length - this.#off >= 4) return first.readUInt32BE(this.#off)
+    let len = 0
     let got = 0
+    let off = this.#off
     for (const c of this.#chunks) {
-      const n = Math.min(4 - got, c.length)
-      c.copy(head, got, 0, n)
-      got += n
+      for (let i = off; i < c.length && got < 4; i++, got++) len = len * 256 + c[i]!
+      off = 0
       if (got === 4) break
     }
-    return head.readUInt32BE(0)
+    return len
+  }
+
+  /** Drops the first chunk once it is used up. */
+  #advance(first: Buffer): void {
+    if (this.#off === first.length) {
+      this.#chunks.shift()
+      this.#off = 0
+    }
+  }
+
+  /** Removes `n` bytes from the front, making no view of them. */
+  #skip(n: number): void {
+    this.#bytes -= n
+    this.#consumed += n
+    while (n > 0) {
+      const first = this.#chunks[0]!
+      const k = Math.min(n, first.length - this.#off)
+      this.#off += k
+      n -= k
+      this.#advance(first)
+    }
   }
 
   /** Removes `n` bytes from the front: a view when they lie in one chunk, else one copy. */
@@ -263,25 +290,40 @@ export class FrameSplitter {
     this.#bytes -= n
     this.#consumed += n
     const first = this.#chunks[0]!
-    if (first.length > n) {
-      this.#chunks[0] = first.subarray(n)
-      return first.subarray(0, n)
-    }
-    if (first.length === n) {
-      this.#chunks.shift()
-      return first
+    if (first.length - this.#off >= n) {
+      const out = first.subarray(this.#off, this.#off + n)
+      this.#off += n
+      this.#advance(first)
+      return out
     }
     this.#scratch ??= Buffer.allocUnsafeSlow(4 + MAX_FRAME)
     const out = this.#scratch.subarray(0, n)
     let got = 0
     while (got < n) {
       const c = this.#chunks[0]!
-      const k = Math.min(n - got, c.length)
-      c.copy(out, got, 0, k)
+      const k = Math.min(n - got, c.length - this.#off)
+      c.copy(out, got, this.#off, this.#off + k)
       got += k
-      if (k === c.length) this.#chunks.shift()
-      else this.#chunks[0] = c.subarray(k)
+      this.#off += k
+      this.#advance(c)
     }
     return out
+  }
+
+  /**
+   * Copies what is left (at most one incomplete frame: fewer than
+   * 4 + MAX_FRAME bytes) to the front of the carry buffer, so that no read
+   * allocates. Only the first chunk can be a view of the carry itself, at or
+   * after its front: the copy moves it down (copy handles the overlap).
+   */
+  #keep(): void {
+    this.#carry ??= Buffer.allocUnsafeSlow(4 + MAX_FRAME)
+    const carry = this.#carry
+    let at = 0
+    for (const c of this.#chunks) {
+      at += c.copy(carry, at, this.#off)
+      this.#off = 0
+    }
+    this.#chunks = [carry.subarray(0, at)]
   }
 }
