@@ -518,6 +518,21 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
   }
 
   /**
+   * Yields one Buffer per batch: the frames of {@link Tun.frames} end to
+   * end, length prefixes included, which is the `--wire gso` byte stream
+   * as a relay writes it to its socket (no view per frame). Ends when the
+   * device is closed.
+   */
+  async *frameChunks(options?: ReadOptions): AsyncGenerator<Buffer, void, undefined> {
+    const { signal, source } = this.#readOptions(options)
+    for (;;) {
+      const batch = await this.#readBatch(signal, true, source, true)
+      if (batch === null) return
+      yield batch[0]!
+    }
+  }
+
+  /**
    * Writes frames as {@link Tun.frames} yields them, without the 4-byte
    * length prefix (virtio header + packet). All are checked before any is
    * written (`ERR_TUN_MALFORMED` otherwise); a frame this device cannot take

@@ -252,8 +252,8 @@ async function firstFrame(sock: Conn, deadline: number): Promise<void> {
 
 /** How one wire moves data: what to read from the device, how to cut the stream, what to write. */
 interface Wire {
-  /** Batches read from the device, each into a buffer `buffer()` returns. */
-  read: (signal: AbortSignal, buffer: () => Uint8Array) => AsyncIterable<Buffer[]>
+  /** Batches read from the device, each as one piece of wire in a buffer `buffer()` returns. */
+  read: (signal: AbortSignal, buffer: () => Uint8Array) => AsyncIterable<Buffer>
   cut: (chunk: Buffer) => { items: Buffer[]; error?: Error }
   write: (items: Buffer[]) => Promise<void>
 }
@@ -268,9 +268,7 @@ function rawWire(tun: Tun): Wire {
   // Holds copies of a packet that spans chunks: fine with reused chunks.
   const splitter = new PacketSplitter()
   return {
-    read: async function* (signal, buffer) {
-      for await (const chunk of tun.chunks({ signal, buffer })) yield [chunk]
-    },
+    read: (signal, buffer) => tun.chunks({ signal, buffer }),
     cut: (chunk) => {
       const { runs, error } = splitter.pushRuns(chunk)
       return { items: runs, error }
@@ -287,7 +285,7 @@ function rawWire(tun: Tun): Wire {
 function gsoWire(tun: Tun, reusedChunks: boolean): Wire {
   const splitter = new FrameSplitter({ reusedChunks })
   return {
-    read: (signal, buffer) => tun.frames({ signal, buffer }),
+    read: (signal, buffer) => tun.frameChunks({ signal, buffer }),
     cut: (chunk) => {
       const { frames, error } = splitter.push(chunk)
       return { items: frames, error }
@@ -375,17 +373,10 @@ async function pump(conn: Conn, makeWire: (reusedChunks: boolean) => Wire, log: 
   const closed = once(sock, 'close').catch(() => {})
   const out = (async () => {
     try {
-      for await (const batch of wire.read(ac.signal, () => pool.take())) {
+      for await (const chunk of wire.read(ac.signal, () => pool.take())) {
         if (sock.destroyed) return 'socket closed'
-        const first = batch[0]!
-        const last = batch[batch.length - 1]!
-        const ab = first.buffer
-        if (ab === last.buffer) {
-          sock.write(Buffer.from(ab, first.byteOffset, last.byteOffset + last.length - first.byteOffset), () => pool.give(ab))
-        } else {
-          sock.write(Buffer.concat(batch))
-          pool.give(ab)
-        }
+        const ab = chunk.buffer
+        sock.write(chunk, () => pool.give(ab))
         if (sock.writableLength > SOCKET_BUFFER) await Promise.race([once(sock, 'drain'), closed])
         if (pool.exhausted) await Promise.race([pool.freed(), closed])
       }
@@ -487,7 +478,9 @@ export async function runVpn(o: VpnOptions, signal: AbortSignal): Promise<void> 
   if (o.stats) run.enable()
   const delayMs = (h: { percentile(p: number): number }) => Math.round(Math.max(0, h.percentile(99) / 1e6 - ELD_RESOLUTION_MS) * 100) / 100
   const logStats = () => {
-    const extra = { eventLoopP99Ms: delayMs(eld), eventLoopP99RunMs: delayMs(run), rssMb: Math.round(process.memoryUsage.rss() / 1e5) / 10 }
+    const mb = (n: number) => Math.round(n / 1e5) / 10
+    const mem = process.memoryUsage()
+    const extra = { eventLoopP99Ms: delayMs(eld), eventLoopP99RunMs: delayMs(run), rssMb: mb(mem.rss), heapUsedMb: mb(mem.heapUsed), heapTotalMb: mb(mem.heapTotal), arrayBuffersMb: mb(mem.arrayBuffers) }
     eld.reset()
     o.log(`vpn: stats ${JSON.stringify({ ...tun.stats(), ...socketCounters, ...extra })}`)
   }
