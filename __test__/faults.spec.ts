@@ -157,6 +157,8 @@ rootTest('bad input from JS, table-driven: every argument error has its exact cl
     'packets({buffer: 1000 bytes})': RANGE,
     'batches({buffer: 1000 bytes})': RANGE,
     'frames({buffer: 1000 bytes})': RANGE,
+    'frameChunks({signal: 1})': TYPE,
+    'frameChunks({buffer: 1000 bytes})': RANGE,
     'packets({buffer: 5})': TYPE,
     'batches({buffer: "x"})': TYPE,
     'frames({buffer: []})': TYPE,

@@ -1,4 +1,4 @@
-export { Tun, TunError, PacketSplitter } from '../dist/index.js'
+export { Tun, TunError, PacketSplitter, FrameSplitter } from '../dist/index.js'
 export type { TunOptions, ReadOptions, TunStats, TunOffload, TunProbe } from '../dist/index.js'
 import * as cjs from '../dist/index.js'
 export default cjs

@@ -37,7 +37,7 @@ import {
 } from './validate.js'
 
 export { TunError } from './errors.js'
-export { PacketSplitter } from './streams.js'
+export { FrameSplitter, PacketSplitter } from './streams.js'
 
 /** Options of {@link Tun.open}. Every option is checked before anything is created. */
 export interface TunOptions {
