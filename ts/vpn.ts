@@ -99,14 +99,44 @@ class SlabPool {
     f?.()
   }
 
-  /** All buffers are in the socket: resolves when one comes back. */
+  /** All buffers are in the socket. */
   get exhausted(): boolean {
     return this.#count - this.#free.length >= MAX_SLABS
   }
 
+  #stopped = false
+
+  /** Resolves when a buffer comes back, or at once after {@link SlabPool.stop}. */
   freed(): Promise<void> {
+    if (this.#stopped) return Promise.resolve()
     return new Promise((resolve) => (this.#onFree = resolve))
   }
+
+  /** The socket is gone: nothing will come back; ends the wait of {@link SlabPool.freed}. */
+  stop(): void {
+    this.#stopped = true
+    const f = this.#onFree
+    this.#onFree = undefined
+    f?.()
+  }
+}
+
+/**
+ * Resolves at the socket's next 'drain', or when it closes. Both listeners
+ * go when either fires (a Promise.race with one long-lived 'close' promise
+ * would add a reaction to it at every wait, for as long as the connection lives).
+ */
+function drained(sock: Conn): Promise<void> {
+  if (sock.destroyed) return Promise.resolve()
+  return new Promise((resolve) => {
+    const done = () => {
+      sock.off('drain', done)
+      sock.off('close', done)
+      resolve()
+    }
+    sock.on('drain', done)
+    sock.on('close', done)
+  })
 }
 
 function peerName(s: Conn): string {
@@ -370,15 +400,15 @@ async function pump(conn: Conn, makeWire: (reusedChunks: boolean) => Wire, log: 
   }
   sock.setNoDelay(true)
   const pool = new SlabPool()
-  const closed = once(sock, 'close').catch(() => {})
+  sock.once('close', () => pool.stop())
   const out = (async () => {
     try {
       for await (const chunk of wire.read(ac.signal, () => pool.take())) {
         if (sock.destroyed) return 'socket closed'
         const ab = chunk.buffer
         sock.write(chunk, () => pool.give(ab))
-        if (sock.writableLength > SOCKET_BUFFER) await Promise.race([once(sock, 'drain'), closed])
-        if (pool.exhausted) await Promise.race([pool.freed(), closed])
+        if (sock.writableLength > SOCKET_BUFFER) await drained(sock)
+        if (pool.exhausted) await pool.freed()
       }
       return 'device closed'
     } catch (e) {
