@@ -2,7 +2,7 @@
 // namespaces joined by veth, iperf3 through the tunnel, for each contender in
 // one run: a C reference of the same design built here, and the CLI in its
 // modes. Prints a table and cleans up. Results are ratios within this run.
-import { execFileSync, type ChildProcess } from 'node:child_process'
+import { execFile, execFileSync, type ChildProcess } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import * as net from 'node:net'
@@ -29,7 +29,8 @@ interface Row {
   elRunP99Ms?: number
   /** Event-loop p99 of an idle Node process during the same run: the scheduling floor. */
   idleP99Ms: number
-  rssMb?: string
+  /** RSS sampled once a second over the measured window: the process whose RSS varied most. */
+  rss?: { min: number; max: number }
 }
 
 const TUN_S = '198.18.1.1'
@@ -55,13 +56,16 @@ function rssMb(pid: number): number {
   }
 }
 
-function iperf(topo: Topology, seconds: number, reverse: boolean): { gbps: number; bytes: number } {
+/** iperf3 through the tunnel; asynchronous, so that the bench samples RSS meanwhile. */
+async function iperf(topo: Topology, seconds: number, reverse: boolean): Promise<{ gbps: number; bytes: number }> {
   const server = topo.spawn(topo.s, ['iperf3', '-s', '-1', '-B', TUN_S, '-p', '5201'])
   // Give the one-shot server a moment to listen.
-  execFileSync('sleep', ['0.3'])
-  const out = execFileSync('ip', ['netns', 'exec', topo.c, 'iperf3', '-c', TUN_S, '-p', '5201', '-t', String(seconds), '-J', ...(reverse ? ['-R'] : [])], {
-    maxBuffer: 64 << 20,
-  }).toString()
+  await new Promise((r) => setTimeout(r, 300))
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile('ip', ['netns', 'exec', topo.c, 'iperf3', '-c', TUN_S, '-p', '5201', '-t', String(seconds), '-J', ...(reverse ? ['-R'] : [])], { maxBuffer: 64 << 20 }, (err, stdout) =>
+      err ? reject(err) : resolve(stdout),
+    ),
+  )
   server.kill('SIGKILL')
   const j = JSON.parse(out) as { end: { sum_received: { bits_per_second: number; bytes: number } } }
   return { gbps: j.end.sum_received.bits_per_second / 1e9, bytes: j.end.sum_received.bytes }
@@ -177,7 +181,7 @@ function collect(lines: string[]): VpnStats[] {
     .map((l) => JSON.parse(l.slice(l.indexOf('vpn: stats ') + 11)) as VpnStats)
 }
 
-export async function bench(opts: { seconds: number; only?: string; log: (s: string) => void }): Promise<number> {
+export async function bench(opts: { seconds: number; warmup: number; only?: string; log: (s: string) => void }): Promise<number> {
   if (process.getuid?.() !== 0) {
     opts.log('tunnel-gso bench needs root: it creates network namespaces, veth and tun devices.')
     return 1
@@ -223,15 +227,21 @@ export async function bench(opts: { seconds: number; only?: string; log: (s: str
         ])
         let idleOut = ''
         idle.stdout!.on('data', (d: Buffer) => (idleOut += d.toString()))
-        // Warm-up (not counted): JIT, socket buffers and slabs reach their
-        // working size, so the RSS column shows growth under load, not start-up.
-        iperf(topo, 2, false)
+        // Warm-up (not counted): JIT, socket buffers, slabs and V8's heap
+        // reach their working size, so the RSS column shows growth under
+        // load, not start-up.
+        await iperf(topo, opts.warmup, false)
         const cpu0 = procs.reduce((a, p) => a + cpuSeconds(p.pid!), 0)
-        const rss0 = procs.map((p) => rssMb(p.pid!))
-        const fwd = iperf(topo, opts.seconds, false)
-        const rev = iperf(topo, opts.seconds, true)
+        // Each process's RSS, once a second (`ip netns exec` execs the command: same pid).
+        const samples: number[][] = procs.map(() => [])
+        const sample = () => procs.forEach((p, i) => samples[i]!.push(rssMb(p.pid!)))
+        sample()
+        const sampler = setInterval(sample, 1000)
+        const fwd = await iperf(topo, opts.seconds, false)
+        const rev = await iperf(topo, opts.seconds, true)
+        clearInterval(sampler)
+        sample()
         const cpu = procs.reduce((a, p) => a + cpuSeconds(p.pid!), 0) - cpu0
-        const rss1 = procs.map((p) => rssMb(p.pid!))
         idle.kill('SIGTERM')
         await once(idle, 'exit')
         const idleP99 = Number(/idle ([\d.]+)/.exec(idleOut)?.[1] ?? NaN)
@@ -248,7 +258,9 @@ export async function bench(opts: { seconds: number; only?: string; log: (s: str
           cpuPerGb: cpu / ((fwd.bytes + rev.bytes) / 1e9),
           p50Ms: lat.p50,
           p99Ms: lat.p99,
-          rssMb: `${Math.round(rss0.reduce((a, b) => a + b, 0))}->${Math.round(rss1.reduce((a, b) => a + b, 0))}`,
+          rss: samples
+            .map((xs) => ({ min: Math.min(...xs), max: Math.max(...xs) }))
+            .reduce((worst, r) => (r.max / Math.max(r.min, 1) > worst.max / Math.max(worst.min, 1) ? r : worst)),
           idleP99Ms: idleP99,
         }
         if (cLast && sLast) {
@@ -272,8 +284,8 @@ export async function bench(opts: { seconds: number; only?: string; log: (s: str
   }
   const base = rows[0]
   opts.log('')
-  opts.log(`VPN over TCP between two namespaces (veth), iperf3 ${opts.seconds} s each way, one run; machine: ${execFileSync('nproc').toString().trim()} cores, kernel ${execFileSync('uname', ['-r']).toString().trim()}`)
-  const header = ['contender', 'fwd Gbit/s', 'rev Gbit/s', 'vs first (fwd/rev)', 'pkts/read', 'pkts/write', 'CPU s/GB', '100KB p50 ms', 'p99 ms', 'run loop p99 ms', 'worst 1-s loop p99 ms', 'idle loop p99 ms', 'RSS MB (warm->end)']
+  opts.log(`VPN over TCP between two namespaces (veth), iperf3 ${opts.seconds} s each way after ${opts.warmup} s of warm-up, one run; machine: ${execFileSync('nproc').toString().trim()} cores, kernel ${execFileSync('uname', ['-r']).toString().trim()}`)
+  const header = ['contender', 'fwd Gbit/s', 'rev Gbit/s', 'vs first (fwd/rev)', 'pkts/read', 'pkts/write', 'CPU s/GB', '100KB p50 ms', 'p99 ms', 'run loop p99 ms', 'worst 1-s loop p99 ms', 'idle loop p99 ms', 'RSS MB min-max (spread)']
   const table = rows.map((r) => [
     r.name,
     r.fwdGbps.toFixed(2),
@@ -287,7 +299,7 @@ export async function bench(opts: { seconds: number; only?: string; log: (s: str
     r.elRunP99Ms === undefined ? '-' : r.elRunP99Ms.toFixed(1),
     r.elP99Ms === undefined ? '-' : r.elP99Ms.toFixed(1),
     Number.isNaN(r.idleP99Ms) ? '-' : r.idleP99Ms.toFixed(1),
-    r.rssMb ?? '-',
+    r.rss ? `${Math.round(r.rss.min)}-${Math.round(r.rss.max)} (+${Math.round((r.rss.max / Math.max(r.rss.min, 1) - 1) * 100)}%)` : '-',
   ])
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)))
   const fmt = (cells: string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + ' |'
