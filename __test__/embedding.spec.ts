@@ -5,6 +5,7 @@ import type { ExecutionContext } from 'ava'
 import { FIXTURES, rootTest, sh, withNetns } from './helpers/netns.js'
 import type { RoundTrip } from './fixtures/workers.js'
 import type { LoopReport } from './fixtures/embed_eventloop.js'
+import type { BusyReport } from './fixtures/busy_reader.js'
 
 rootTest('the addon works in three worker_threads and the main thread at once, each with its own device; each loop turns while its read waits', async (t) => {
   const r = await withNetns((ns) => ns.runFixture<{ results: RoundTrip[] }>('workers'))
@@ -52,6 +53,18 @@ rootTest('the event loop keeps turning in the main thread and two workers, each 
   t.deepEqual(r.results.map((x) => x.thread), ['main', 'worker', 'worker'])
   t.deepEqual(r.results.map((x) => x.name), ['evl0', 'evl1', 'evl2'])
   for (const x of r.results) assertLoopTurned(t, x)
+})
+
+rootTest('a for await reader whose device always has data (a flood faster than it drains) still lets timers run: reads yield to the event loop after 1 ms', async (t) => {
+  const r = await withNetns((ns) => ns.runFixture<BusyReport>('busy_reader'))
+  t.log(`${r.batches} batches, ${r.packets} packets (largest batch ${r.maxBatch}) in ${r.loadMs.toFixed(0)} ms; a 2 ms interval fired ${r.ticks} times, largest gap ${r.maxGapMs.toFixed(1)} ms`)
+  // The device really stayed full: batches of many packets, and lots of them.
+  t.true(r.packets >= 5000, `${r.packets} packets read`)
+  t.true(r.maxBatch >= 50, `largest batch ${r.maxBatch} packets: the reader fell behind the flood`)
+  // Without the yield the interval does not fire at all until the loop ends
+  // (a gap as long as the load); with it, about once per batch.
+  t.true(r.ticks >= 20, `a 2 ms interval fired ${r.ticks} times in ${r.loadMs.toFixed(0)} ms`)
+  t.true(r.maxGapMs < r.loadMs / 3, `largest gap between two firings ${r.maxGapMs.toFixed(1)} ms of ${r.loadMs.toFixed(0)} ms`)
 })
 
 for (const vnet of [false, true]) {

@@ -13,6 +13,7 @@ import type { NativeTun } from '../native/index.js'
 import { TunError, closedError, fromNative, native, nativeAsync } from './errors.js'
 import { createReadStream, createWriteStream } from './streams.js'
 import type { Readable, Writable } from 'node:stream'
+import { performance } from 'node:perf_hooks'
 import {
   checkBool,
   checkBoolean,
@@ -154,6 +155,13 @@ const MIN_ROOM = 65535
 const MIN_FRAME_ROOM = 4 + 10 + 65535 + 256
 /** The most packets one native call returns. */
 const MAX_BATCH = 1024
+/**
+ * How long reads that find data every time may go on without letting the
+ * event loop turn. Each batch is only a microtask away from the last, so a
+ * `for await` over a device that is never empty would otherwise keep
+ * timers, I/O and other callbacks waiting for as long as traffic lasts.
+ */
+const YIELD_AFTER_MS = 1
 
 // Readiness bits of epoll(7), as the native waker reports them.
 const EV_IN = 0x1
@@ -225,6 +233,8 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
   readonly #lensBuf = Buffer.from(new ArrayBuffer(MAX_BATCH * 4))
   readonly #lens = new Uint32Array(this.#lensBuf.buffer, 0, MAX_BATCH)
   #readLock: Promise<void> = Promise.resolve()
+  /** When a read last went through the event loop (a wait, or a yield). */
+  #turnAt = performance.now()
   #writeLock: Promise<void> = Promise.resolve()
   /** Resolvers of reads and writes waiting for readiness. */
   #readWaiters: Array<(ready: boolean) => void> = []
@@ -553,6 +563,10 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     this.#readLock = new Promise<void>((r) => (release = r))
     try {
       await prev
+      if (performance.now() - this.#turnAt > YIELD_AFTER_MS) {
+        await new Promise<void>((resolve) => setImmediate(resolve))
+        this.#turnAt = performance.now()
+      }
       // The caller's buffer for this batch, taken once (a pool's take is not
       // called again while the read waits).
       let given: Buffer | undefined
@@ -590,6 +604,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
           return out
         }
         const ready = await this.#wait(false, signal)
+        this.#turnAt = performance.now()
         if (!ready) return null
       }
     } finally {
