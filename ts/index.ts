@@ -502,12 +502,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * closed.
    */
   async *chunks(options?: ReadOptions): AsyncGenerator<Buffer, void, undefined> {
-    const { signal, source } = this.#readOptions(options)
-    for (;;) {
-      const batch = await this.#readBatch(signal, false, source, true)
-      if (batch === null) return
-      yield batch[0]!
-    }
+    yield* this.#packedBatches(options, false)
   }
 
   /**
@@ -534,9 +529,14 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * device is closed.
    */
   async *frameChunks(options?: ReadOptions): AsyncGenerator<Buffer, void, undefined> {
+    yield* this.#packedBatches(options, true)
+  }
+
+  /** The batches of {@link Tun.chunks} (packets) or {@link Tun.frameChunks} (frames), one Buffer each. */
+  async *#packedBatches(options: ReadOptions | undefined, frames: boolean): AsyncGenerator<Buffer, void, undefined> {
     const { signal, source } = this.#readOptions(options)
     for (;;) {
-      const batch = await this.#readBatch(signal, true, source, true)
+      const batch = await this.#readBatch(signal, frames, source, true)
       if (batch === null) return
       yield batch[0]!
     }
