@@ -14,6 +14,25 @@ export class PacketSplitter {
   /** The start of a packet that is not complete yet (copies), and its length so far. */
   #held: Buffer[] = []
   #heldBytes = 0
+  readonly #reused: boolean
+  /**
+   * With `reusedChunks`: two buffers of MAX_IP_PACKET bytes, made once. The
+   * held bytes live at the front of `#carry`; a packet completed from them is
+   * finished in place (and returned as a view of it), and what the chunk
+   * leaves over goes to the other buffer, which then becomes `#carry`.
+   */
+  #carry: Buffer | undefined
+  #spare: Buffer | undefined
+
+  /**
+   * `reusedChunks`: the caller reads every chunk into the same memory (a
+   * socket's `onread` buffer) and uses what one push returns before the
+   * next: held bytes and a packet completed from them then live in two
+   * buffers made once, instead of copies made per chunk.
+   */
+  constructor(options?: { reusedChunks?: boolean }) {
+    this.#reused = options?.reusedChunks === true
+  }
 
   /** Bytes held back: the start of a packet that is not complete yet. */
   get pending(): number {
@@ -59,7 +78,16 @@ export class PacketSplitter {
       if (len > MAX_IP_PACKET) return { packets, error: new TunError(`packet length ${len} is too large`, 'ERR_TUN_INVALID_PACKET') }
       const need = len - this.#heldBytes
       if (buf.length < need) return this.#hold(buf, 0, packets)
-      packets.push(Buffer.concat([...this.#held, buf.subarray(0, need)], len))
+      if (this.#reused) {
+        // The held bytes are at the front of the carry: finish the packet there.
+        const carry = this.#carry!
+        buf.copy(carry, this.#heldBytes, 0, need)
+        packets.push(carry.subarray(0, len))
+        this.#carry = this.#spare
+        this.#spare = carry
+      } else {
+        packets.push(Buffer.concat([...this.#held, buf.subarray(0, need)], len))
+      }
       this.#held = []
       this.#heldBytes = 0
       pos = need
@@ -87,13 +115,24 @@ export class PacketSplitter {
     return this.#hold(buf, pos, packets)
   }
 
-  /** Keeps a copy of `buf` from `pos` (the caller may reuse its chunk). */
+  /**
+   * Keeps a copy of `buf` from `pos` (the caller may reuse its chunk). What
+   * is held is the start of one packet no longer than MAX_IP_PACKET (longer
+   * lengths are refused before), so it fits the carry.
+   */
   #hold(buf: Buffer, pos: number, packets: Buffer[]): { packets: Buffer[] } {
-    if (pos < buf.length) {
-      const tail = Buffer.from(buf.subarray(pos))
-      this.#held.push(tail)
-      this.#heldBytes += tail.length
+    if (pos >= buf.length) return { packets }
+    if (this.#reused) {
+      this.#carry ??= Buffer.allocUnsafeSlow(MAX_IP_PACKET)
+      this.#spare ??= Buffer.allocUnsafeSlow(MAX_IP_PACKET)
+      const n = buf.copy(this.#carry, this.#heldBytes, pos)
+      this.#heldBytes += n
+      this.#held = [this.#carry.subarray(0, this.#heldBytes)]
+      return { packets }
     }
+    const tail = Buffer.from(buf.subarray(pos))
+    this.#held.push(tail)
+    this.#heldBytes += tail.length
     return { packets }
   }
 }

@@ -294,9 +294,8 @@ interface Wire {
  * socket's chunks cut at packet boundaries, whose packets the device finds
  * (and coalesces) natively.
  */
-function rawWire(tun: Tun): Wire {
-  // Holds copies of a packet that spans chunks: fine with reused chunks.
-  const splitter = new PacketSplitter()
+function rawWire(tun: Tun, reusedChunks: boolean): Wire {
+  const splitter = new PacketSplitter({ reusedChunks })
   return {
     read: (signal, buffer) => tun.chunks({ signal, buffer }),
     cut: (chunk) => {
@@ -574,7 +573,7 @@ async function serve(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions |
         return
       }
       o.log(`vpn: ${who}: connected`)
-      const done = pump(sock, (reused) => (o.wire === 'gso' ? gsoWire(tun, reused) : rawWire(tun)), o.log).catch((e: Error) => `error: ${e.message}`)
+      const done = pump(sock, (reused) => (o.wire === 'gso' ? gsoWire(tun, reused) : rawWire(tun, reused)), o.log).catch((e: Error) => `error: ${e.message}`)
       const me = { sock, who, done }
       active = me
       void done.then((reason) => {
@@ -666,7 +665,7 @@ async function clientSession(tun: Tun, sock: Conn, o: VpnOptions): Promise<{ rea
     }
   }
   sock.write(o.wire === 'gso' ? PROOF_FRAME : PROOF_PACKET)
-  const reason = await pump(sock, (reused) => (o.wire === 'gso' ? gsoWire(tun, reused) : rawWire(tun)), o.log)
+  const reason = await pump(sock, (reused) => (o.wire === 'gso' ? gsoWire(tun, reused) : rawWire(tun, reused)), o.log)
   return { reason, established: true }
 }
 
