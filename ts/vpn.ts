@@ -323,6 +323,11 @@ function gsoWire(tun: Tun, reusedChunks: boolean): Wire {
   }
 }
 
+/** The wire `--wire` names, made for a connection read into reused chunks or not. */
+function wireOf(tun: Tun, wire: VpnOptions['wire']): (reusedChunks: boolean) => Wire {
+  return (reusedChunks) => (wire === 'gso' ? gsoWire(tun, reusedChunks) : rawWire(tun, reusedChunks))
+}
+
 /** Bytes of the buffer that a plain TCP connection is read into. */
 const READ_BUFFER = 1 << 20
 
@@ -573,7 +578,7 @@ async function serve(tun: Tun, o: VpnOptions, tlsCtx: tls.SecureContextOptions |
         return
       }
       o.log(`vpn: ${who}: connected`)
-      const done = pump(sock, (reused) => (o.wire === 'gso' ? gsoWire(tun, reused) : rawWire(tun, reused)), o.log).catch((e: Error) => `error: ${e.message}`)
+      const done = pump(sock, wireOf(tun, o.wire), o.log).catch((e: Error) => `error: ${e.message}`)
       const me = { sock, who, done }
       active = me
       void done.then((reason) => {
@@ -665,7 +670,7 @@ async function clientSession(tun: Tun, sock: Conn, o: VpnOptions): Promise<{ rea
     }
   }
   sock.write(o.wire === 'gso' ? PROOF_FRAME : PROOF_PACKET)
-  const reason = await pump(sock, (reused) => (o.wire === 'gso' ? gsoWire(tun, reused) : rawWire(tun, reused)), o.log)
+  const reason = await pump(sock, wireOf(tun, o.wire), o.log)
   return { reason, established: true }
 }
 
