@@ -104,7 +104,7 @@ rootTest('multi-queue: two queues of one device both receive traffic', async (t)
   t.is(r.counts[0]! + r.counts[1]!, 64 * 3)
 })
 
-rootTest('200 open/close cycles with a pending read leave no fd behind; await using and GC close too', async (t) => {
+rootTest('200 open/close cycles with a pending read leave no fd behind; await using and GC close too (also devices that waited for readiness once)', async (t) => {
   const r = await withNetns((ns) =>
     ns.runFixture<{ before: number; after: number; afterUsing: number; disposedGone: boolean; afterGc: number; leakedNames: string[]; cycles: number; distinctNames: number }>(
       'fdleak',
