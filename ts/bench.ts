@@ -227,10 +227,13 @@ export async function bench(opts: { seconds: number; warmup: number; only?: stri
         ])
         let idleOut = ''
         idle.stdout!.on('data', (d: Buffer) => (idleOut += d.toString()))
-        // Warm-up (not counted): JIT, socket buffers, slabs and V8's heap
-        // reach their working size, so the RSS column shows growth under
-        // load, not start-up.
-        await iperf(topo, opts.warmup, false)
+        // Warm-up (not counted), half each way: JIT, socket buffers, slabs
+        // and V8's heap reach their working size in both directions (each
+        // process sends in one and receives in the other), so the RSS column
+        // shows growth under load, not start-up.
+        const half = Math.max(1, Math.round(opts.warmup / 2))
+        await iperf(topo, half, false)
+        await iperf(topo, half, true)
         const cpu0 = procs.reduce((a, p) => a + cpuSeconds(p.pid!), 0)
         // Each process's RSS, once a second (`ip netns exec` execs the command: same pid).
         const samples: number[][] = procs.map(() => [])
@@ -284,7 +287,7 @@ export async function bench(opts: { seconds: number; warmup: number; only?: stri
   }
   const base = rows[0]
   opts.log('')
-  opts.log(`VPN over TCP between two namespaces (veth), iperf3 ${opts.seconds} s each way after ${opts.warmup} s of warm-up, one run; machine: ${execFileSync('nproc').toString().trim()} cores, kernel ${execFileSync('uname', ['-r']).toString().trim()}`)
+  opts.log(`VPN over TCP between two namespaces (veth), iperf3 ${opts.seconds} s each way after ${opts.warmup} s of warm-up (half each way), one run; machine: ${execFileSync('nproc').toString().trim()} cores, kernel ${execFileSync('uname', ['-r']).toString().trim()}`)
   const header = ['contender', 'fwd Gbit/s', 'rev Gbit/s', 'vs first (fwd/rev)', 'pkts/read', 'pkts/write', 'CPU s/GB', '100KB p50 ms', 'p99 ms', 'run loop p99 ms', 'worst 1-s loop p99 ms', 'idle loop p99 ms', 'RSS MB min-max (spread)']
   const table = rows.map((r) => [
     r.name,

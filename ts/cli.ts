@@ -36,7 +36,7 @@ commands:
            prints Gbit/s both ways, packets per syscall, CPU s/GB, 100 KB
            request/response p50/p99, event loop p99 and RSS
            --seconds N        iperf3 time each way (default 10)
-           --warmup N         iperf3 time before that, not counted (default 10)
+           --warmup N         iperf3 time before that, half each way, not counted (default 10)
            --only TEXT        only the contenders whose name contains TEXT
 `
 
