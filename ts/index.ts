@@ -538,17 +538,8 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * Yields arrays of packets: everything that was ready, up to 1024 packets,
    * from one native call. Ends when the device is closed.
    */
-  async *batches(options?: ReadOptions): AsyncGenerator<Buffer[], void, undefined> {
-    const { watch, source } = this.#readOptions(options)
-    try {
-      for (;;) {
-        const batch = await this.#readBatch(watch, false, source)
-        if (batch === null) return
-        yield batch
-      }
-    } finally {
-      watch?.dispose()
-    }
+  batches(options?: ReadOptions): AsyncGenerator<Buffer[], void, undefined> {
+    return this.#batchesOf(options, false)
   }
 
   /**
@@ -569,11 +560,20 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * contiguous piece of wire. A device opened with `offload: false` yields
    * frames with an all-zero header (one packet each).
    */
-  async *frames(options?: ReadOptions): AsyncGenerator<Buffer[], void, undefined> {
+  frames(options?: ReadOptions): AsyncGenerator<Buffer[], void, undefined> {
+    return this.#batchesOf(options, true)
+  }
+
+  /**
+   * The batches of {@link Tun.batches} (packets) or {@link Tun.frames}
+   * (frames), an array each. Those two return this generator itself, so its
+   * options are checked at the first `next()`, as in a generator method.
+   */
+  async *#batchesOf(options: ReadOptions | undefined, frames: boolean): AsyncGenerator<Buffer[], void, undefined> {
     const { watch, source } = this.#readOptions(options)
     try {
       for (;;) {
-        const batch = await this.#readBatch(watch, true, source)
+        const batch = await this.#readBatch(watch, frames, source)
         if (batch === null) return
         yield batch
       }
