@@ -186,32 +186,37 @@ let waitingCount = 0
 let keepAlive: ReturnType<typeof setInterval> | undefined
 
 /**
- * The slot of each device that has waited. A device collected without
- * close() (it is never collected while it waits) leaves its empty slot
- * behind: one array element.
+ * A device's slot in {@link WAITING}: taken at its first wait, given back at
+ * close. A device collected without close() (it is never collected while it
+ * waits) leaves its empty slot behind: one array element.
  */
-const slotOf = new WeakMap<object, number>()
+class WaitSlot {
+  #index = -1
 
-function setWaiting(tun: object, waiting: boolean, release = false): void {
-  let slot = slotOf.get(tun) ?? -1
-  if (waiting && slot < 0) {
-    slot = FREE_SLOTS.pop() ?? WAITING.push(undefined) - 1
-    slotOf.set(tun, slot)
-  }
-  if (slot < 0) return
-  if (waiting && WAITING[slot] !== tun) {
-    WAITING[slot] = tun
-    if (++waitingCount === 1) {
-      keepAlive ??= setInterval(() => {}, 2 ** 30)
-      keepAlive.ref()
+  constructor(readonly device: object) {}
+
+  /** Holds the device (and the event loop) while `waiting`, lets go otherwise. */
+  set(waiting: boolean): void {
+    if (waiting && this.#index < 0) this.#index = FREE_SLOTS.pop() ?? WAITING.push(undefined) - 1
+    if (this.#index < 0) return
+    if (waiting && WAITING[this.#index] === undefined) {
+      WAITING[this.#index] = this.device
+      if (++waitingCount === 1) {
+        keepAlive ??= setInterval(() => {}, 2 ** 30)
+        keepAlive.ref()
+      }
+    } else if (!waiting && WAITING[this.#index] !== undefined) {
+      WAITING[this.#index] = undefined
+      if (--waitingCount === 0) keepAlive?.unref()
     }
-  } else if (!waiting && WAITING[slot] === tun) {
-    WAITING[slot] = undefined
-    if (--waitingCount === 0) keepAlive?.unref()
   }
-  if (release) {
-    slotOf.delete(tun)
-    FREE_SLOTS.push(slot)
+
+  /** At close: not waiting, and the slot goes back for another device. */
+  release(): void {
+    this.set(false)
+    if (this.#index < 0) return
+    FREE_SLOTS.push(this.#index)
+    this.#index = -1
   }
 }
 
@@ -280,6 +285,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
   /** Waits for readiness not yet settled; close() resolves when none is left (a count: see {@link WAITING} on Sets). */
   #waits = 0
   #waitsSettled: (() => void) | undefined
+  readonly #waitSlot = new WaitSlot(this)
   #slab: Buffer = Buffer.alloc(0)
   #slabPos = 0
   readonly #lensBuf = Buffer.from(new ArrayBuffer(MAX_BATCH * 4))
@@ -327,7 +333,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
       // The device is failing: wake everyone; their read or write reports why.
       r.push(...this.#readWaiters.splice(0))
       w.push(...this.#writeWaiters.splice(0))
-      setWaiting(this, false)
+      this.#waitSlot.set(false)
     }
     for (const f of r) f(true)
     for (const f of w) f(true)
@@ -336,7 +342,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
   /** Asks the poller for what the current waiters need (one epoll_ctl). */
   #arm(): void {
     const want = (this.#readWaiters.length > 0 ? EV_IN : 0) | (this.#writeWaiters.length > 0 ? EV_OUT : 0)
-    setWaiting(this, want !== 0)
+    this.#waitSlot.set(want !== 0)
     if (want !== 0) this.#native.arm(want)
   }
 
@@ -548,8 +554,8 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * {@link Tun.batches}, without a view per packet). Ends when the device is
    * closed.
    */
-  async *chunks(options?: ReadOptions): AsyncGenerator<Buffer, void, undefined> {
-    yield* this.#packedBatches(options, false)
+  chunks(options?: ReadOptions): AsyncGenerator<Buffer, void, undefined> {
+    return this.#packedBatches(options, false)
   }
 
   /**
@@ -588,11 +594,15 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
    * as a relay writes it to its socket (no view per frame). Ends when the
    * device is closed.
    */
-  async *frameChunks(options?: ReadOptions): AsyncGenerator<Buffer, void, undefined> {
-    yield* this.#packedBatches(options, true)
+  frameChunks(options?: ReadOptions): AsyncGenerator<Buffer, void, undefined> {
+    return this.#packedBatches(options, true)
   }
 
-  /** The batches of {@link Tun.chunks} (packets) or {@link Tun.frameChunks} (frames), one Buffer each. */
+  /**
+   * The batches of {@link Tun.chunks} (packets) or {@link Tun.frameChunks}
+   * (frames), one Buffer each; returned by those two as {@link Tun.#batchesOf}
+   * is by theirs.
+   */
   async *#packedBatches(options: ReadOptions | undefined, frames: boolean): AsyncGenerator<Buffer, void, undefined> {
     const { watch, source } = this.#readOptions(options)
     try {
@@ -891,7 +901,7 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     if (this.#closing) return this.#closing
     this.#closed = true
     this.#native.close()
-    setWaiting(this, false, true)
+    this.#waitSlot.release()
     this.#closing = this.#waits === 0 ? Promise.resolve() : new Promise<void>((resolve) => (this.#waitsSettled = resolve))
     for (const f of this.#readWaiters.splice(0)) f(false)
     for (const f of this.#writeWaiters.splice(0)) f(false)
