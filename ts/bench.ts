@@ -47,6 +47,11 @@ function cpuSeconds(pid: number): number {
   }
 }
 
+/** How far RSS rose over its lowest sample: 0.09 for +9%. */
+function spread(r: { min: number; max: number }): number {
+  return r.max / Math.max(r.min, 1) - 1
+}
+
 function rssMb(pid: number): number {
   try {
     const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
@@ -263,7 +268,7 @@ export async function bench(opts: { seconds: number; warmup: number; only?: stri
           p99Ms: lat.p99,
           rss: samples
             .map((xs) => ({ min: Math.min(...xs), max: Math.max(...xs) }))
-            .reduce((worst, r) => (r.max / Math.max(r.min, 1) > worst.max / Math.max(worst.min, 1) ? r : worst)),
+            .reduce((worst, r) => (spread(r) > spread(worst) ? r : worst)),
           idleP99Ms: idleP99,
         }
         if (cLast && sLast) {
@@ -302,7 +307,7 @@ export async function bench(opts: { seconds: number; warmup: number; only?: stri
     r.elRunP99Ms === undefined ? '-' : r.elRunP99Ms.toFixed(1),
     r.elP99Ms === undefined ? '-' : r.elP99Ms.toFixed(1),
     Number.isNaN(r.idleP99Ms) ? '-' : r.idleP99Ms.toFixed(1),
-    r.rss ? `${Math.round(r.rss.min)}-${Math.round(r.rss.max)} (+${Math.round((r.rss.max / Math.max(r.rss.min, 1) - 1) * 100)}%)` : '-',
+    r.rss ? `${Math.round(r.rss.min)}-${Math.round(r.rss.max)} (+${Math.round(spread(r.rss) * 100)}%)` : '-',
   ])
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)))
   const fmt = (cells: string[]) => '| ' + cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ') + ' |'
