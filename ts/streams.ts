@@ -11,7 +11,7 @@ const MAX_IP_PACKET = 65535 + 40
  * that lie inside one chunk are returned as views on it (no copy).
  */
 export class PacketSplitter {
-  /** The start of a packet that is not complete yet (copies), and its length so far. */
+  /** The start of a packet that is not complete yet, and its length so far (with `reusedChunks`, those bytes are at the front of `#carry` and `#held` stays empty). */
   #held: Buffer[] = []
   #heldBytes = 0
   readonly #reused: boolean
@@ -69,8 +69,7 @@ export class PacketSplitter {
     let pos = 0
     if (this.#heldBytes > 0) {
       // Complete the held packet with as few bytes of this chunk as it needs.
-      const head = this.#held.length === 1 && this.#heldBytes >= 40 ? this.#held[0]! : Buffer.concat([...this.#held, buf.subarray(0, 40)])
-      const len = ipPacketLength(head)
+      const len = ipPacketLength(this.#head(buf))
       if (typeof len === 'string') {
         if (/needs \d+ bytes/.test(len)) return this.#hold(buf, 0, packets)
         return { packets, error: new TunError(`the stream is not an IP packet: ${len}`, 'ERR_TUN_INVALID_PACKET') }
@@ -88,7 +87,7 @@ export class PacketSplitter {
       } else {
         packets.push(Buffer.concat([...this.#held, buf.subarray(0, need)], len))
       }
-      this.#held = []
+      if (this.#held.length > 0) this.#held = []
       this.#heldBytes = 0
       pos = need
     }
@@ -115,6 +114,17 @@ export class PacketSplitter {
     return this.#hold(buf, pos, packets)
   }
 
+  /** The held bytes, followed by up to 40 bytes of `buf` where they are fewer (an IP header's worth, to read the length). */
+  #head(buf: Buffer): Buffer {
+    if (this.#reused) {
+      // Copied behind the held bytes in the carry, where the packet is completed anyway.
+      const more = Math.max(0, Math.min(40 - this.#heldBytes, buf.length))
+      buf.copy(this.#carry!, this.#heldBytes, 0, more)
+      return this.#carry!.subarray(0, this.#heldBytes + more)
+    }
+    return this.#held.length === 1 && this.#heldBytes >= 40 ? this.#held[0]! : Buffer.concat([...this.#held, buf.subarray(0, 40)])
+  }
+
   /**
    * Keeps a copy of `buf` from `pos` (the caller may reuse its chunk). What
    * is held is the start of one packet no longer than MAX_IP_PACKET (longer
@@ -125,9 +135,8 @@ export class PacketSplitter {
     if (this.#reused) {
       this.#carry ??= Buffer.allocUnsafeSlow(MAX_IP_PACKET)
       this.#spare ??= Buffer.allocUnsafeSlow(MAX_IP_PACKET)
-      const n = buf.copy(this.#carry, this.#heldBytes, pos)
-      this.#heldBytes += n
-      this.#held = [this.#carry.subarray(0, this.#heldBytes)]
+      // The held bytes are known by their count alone: nothing is made per chunk.
+      this.#heldBytes += buf.copy(this.#carry, this.#heldBytes, pos)
       return { packets }
     }
     const tail = Buffer.from(buf.subarray(pos))
