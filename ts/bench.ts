@@ -235,7 +235,9 @@ export async function bench(opts: { seconds: number; warmup: number; only?: stri
         // Warm-up (not counted), half each way: JIT, socket buffers, slabs
         // and V8's heap reach their working size in both directions (each
         // process sends in one and receives in the other), so the RSS column
-        // shows growth under load, not start-up.
+        // shows growth under load, not start-up. V8's young generation grows
+        // 1 -> 16 MB over the first 15-20 s that a process receives at full
+        // speed (v8.getHeapSpaceStatistics(), raw wire): hence 20 s each way.
         const half = Math.max(1, Math.round(opts.warmup / 2))
         await iperf(topo, half, false)
         await iperf(topo, half, true)

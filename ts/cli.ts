@@ -36,7 +36,7 @@ commands:
            prints Gbit/s both ways, packets per syscall, CPU s/GB, 100 KB
            request/response p50/p99, event loop p99 and RSS
            --seconds N        iperf3 time each way (default 10)
-           --warmup N         iperf3 time before that, half each way, not counted (default 10)
+           --warmup N         iperf3 time before that, half each way, not counted (default 40)
            --only TEXT        only the contenders whose name contains TEXT
 `
 
@@ -141,7 +141,7 @@ async function main(argv: string[]): Promise<number> {
       const { values } = parseArgs({ args: argv.slice(1), options: { seconds: { type: 'string' }, warmup: { type: 'string' }, only: { type: 'string' } }, strict: true })
       const seconds = values.seconds === undefined ? 10 : Number(values.seconds)
       if (!(seconds >= 1 && seconds <= 600)) throw new Error('--seconds must be from 1 to 600')
-      const warmup = values.warmup === undefined ? 10 : Number(values.warmup)
+      const warmup = values.warmup === undefined ? 40 : Number(values.warmup)
       if (!(warmup >= 1 && warmup <= 600)) throw new Error('--warmup must be from 1 to 600')
       return bench({ seconds, warmup, only: values.only, log: (s) => console.log(s) })
     }
