@@ -5,6 +5,7 @@ import { promisify } from 'node:util'
 import * as path from 'node:path'
 import * as fs from 'node:fs'
 import { ROOT, rootTest } from './helpers/netns.js'
+import { CLI_NODE_FLAGS } from '../ts/demo.js'
 
 const title = 'packed root + linux-x64-gnu packages install and run for await over a real tun with no cargo or compiler on PATH'
 if (process.arch !== 'x64') {
@@ -72,4 +73,17 @@ test('every napi target has a platform package whose os, cpu, libc, main, files,
     t.is(pkg.version, rootPkg.version, e.dir)
     t.deepEqual(pkg.engines, rootPkg.engines, e.dir)
   }
+})
+
+test('the tunnel-gso command runs node with the V8 flags that demo and bench give the VPN processes (CLI_NODE_FLAGS), and node takes them', async (t) => {
+  const line = `#!/usr/bin/env -S node ${CLI_NODE_FLAGS.join(' ')}`
+  for (const f of ['ts/cli.ts', 'dist/cli.js']) t.is(fs.readFileSync(path.join(ROOT, f), 'utf8').split('\n')[0], line, f)
+  // As the kernel runs the installed command: env, the rest of the first line as one argument, the script.
+  const r = await promisify(execFile)('/usr/bin/env', [line.slice('#!/usr/bin/env '.length), path.join(ROOT, 'dist', 'cli.js'), 'no-such-command']).then(
+    () => ({ code: 0, stderr: '' }),
+    (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
+  )
+  // Our usage error (2), not node's refusal of a flag (9, "bad option").
+  t.is(r.code, 2, r.stderr)
+  t.regex(r.stderr, /unknown command "no-such-command"/)
 })

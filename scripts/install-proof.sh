@@ -64,3 +64,6 @@ done
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 ip netns exec "$ns" env -i PATH="$work/bin" HOME="$work" node main.mjs
+# The installed command, through its first line (node with the CLI's V8 flags).
+ip netns exec "$ns" env -i PATH="$work/bin" HOME="$work" "$work/app/node_modules/.bin/tunnel-gso" info | grep -q '^/dev/net/tun  *yes$' \
+  || { echo "install-proof: the installed tunnel-gso command did not run"; exit 1; }

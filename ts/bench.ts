@@ -236,8 +236,9 @@ export async function bench(opts: { seconds: number; warmup: number; only?: stri
         // and V8's heap reach their working size in both directions (each
         // process sends in one and receives in the other), so the RSS column
         // shows growth under load, not start-up. V8's young generation grows
-        // 1 -> 16 MB over the first 15-20 s that a process receives at full
-        // speed (v8.getHeapSpaceStatistics(), raw wire): hence 20 s each way.
+        // to its cap (CLI_NODE_FLAGS) over the first seconds that a process
+        // receives at full speed; without the cap it took 40-50 s
+        // (v8.getHeapSpaceStatistics(), raw wire). 20 s each way covers it.
         const half = Math.max(1, Math.round(opts.warmup / 2))
         await iperf(topo, half, false)
         await iperf(topo, half, true)
