@@ -294,8 +294,6 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
   /** When a read last went through the event loop (a wait, or a yield). */
   #turnAt = performance.now()
   #writeLock: Promise<void> = Promise.resolve()
-  /** Writes that hold or wait for `#writeLock`. */
-  #writers = 0
   /** Resolvers of reads and writes waiting for readiness. */
   #readWaiters: Array<(ready: boolean) => void> = []
   #writeWaiters: Array<(ready: boolean) => void> = []
@@ -785,34 +783,20 @@ export class Tun implements AsyncIterable<Buffer>, AsyncDisposable {
     await this.#sendLocked(() => this.#native.sendPacked(checked))
   }
 
-  /**
-   * One writer at a time; what would have blocked waits natively, in order,
-   * until the device takes it. A write that finds no other writer and that
-   * the device takes at once costs no lock: no promise but its own, and
-   * nothing that outlives the call (what lives across a turn of the event
-   * loop is what V8's young generation copies and grows for).
-   */
+  /** One writer at a time; what would have blocked waits natively, in order, until the device takes it. */
   async #sendLocked(send: () => number): Promise<void> {
-    let sent = false
-    if (this.#writers === 0) {
-      native(send)
-      if (this.#native.backlog === 0) return
-      sent = true
-    }
-    this.#writers++
     const prev = this.#writeLock
     let release!: () => void
     this.#writeLock = new Promise<void>((r) => (release = r))
     try {
       await prev
       if (this.#closed) throw closedError()
-      if (!sent) native(send)
+      native(send)
       while (this.#native.backlog > 0) {
         if (!(await this.#wait(true, undefined))) throw closedError()
         native(() => this.#native.flush())
       }
     } finally {
-      this.#writers--
       release()
     }
   }
