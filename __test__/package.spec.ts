@@ -75,15 +75,26 @@ test('every napi target has a platform package whose os, cpu, libc, main, files,
   }
 })
 
-test('the tunnel-gso command runs node with the V8 flags that demo and bench give the VPN processes (CLI_NODE_FLAGS), and node takes them', async (t) => {
-  const line = `#!/usr/bin/env -S node ${CLI_NODE_FLAGS.join(' ')}`
-  for (const f of ['ts/cli.ts', 'dist/cli.js']) t.is(fs.readFileSync(path.join(ROOT, f), 'utf8').split('\n')[0], line, f)
-  // As the kernel runs the installed command: env, the rest of the first line as one argument, the script.
-  const r = await promisify(execFile)('/usr/bin/env', [line.slice('#!/usr/bin/env '.length), path.join(ROOT, 'dist', 'cli.js'), 'no-such-command']).then(
-    () => ({ code: 0, stderr: '' }),
-    (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
-  )
-  // Our usage error (2), not node's refusal of a flag (9, "bad option").
-  t.is(r.code, 2, r.stderr)
-  t.regex(r.stderr, /unknown command "no-such-command"/)
+test('the tunnel-gso command (bin/tunnel-gso, through sh as the kernel runs it, or through node) runs node with the V8 flags that demo and bench give the VPN processes (CLI_NODE_FLAGS), and node takes them', async (t) => {
+  const bin = path.join(ROOT, 'bin', 'tunnel-gso')
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string> }
+  t.is(pkg.bin['tunnel-gso'], 'bin/tunnel-gso')
+  const lines = fs.readFileSync(bin, 'utf8').split('\n')
+  t.is(lines[0], '#!/bin/sh')
+  t.is(lines[1], `":" //; exec node ${CLI_NODE_FLAGS.join(' ')} "$0" "$@"`)
+  t.true((fs.statSync(bin).mode & 0o111) !== 0, 'bin/tunnel-gso is executable')
+  const run = (file: string, args: string[]) =>
+    promisify(execFile)(file, args).then(
+      () => ({ code: 0, stderr: '' }),
+      (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
+    )
+  for (const [file, args] of [
+    ['/bin/sh', [bin, 'no-such-command']],
+    [process.execPath, [bin, 'no-such-command']],
+  ] as const) {
+    const r = await run(file, [...args])
+    // Our usage error (2) and nothing else: not node's refusal of a flag (9, "bad option"), not a shell error.
+    t.is(r.code, 2, `${file}: ${r.stderr}`)
+    t.is(r.stderr.split('\n')[0], 'tunnel-gso: unknown command "no-such-command"', file)
+  }
 })

@@ -29,7 +29,7 @@ contents="$(tar -tzf "$root_tgz")"
 if grep -E '\.(rs|node)$|__test__/|/ts/|Cargo|/crates/|/target/' <<<"$contents"; then
   echo "install-proof: the root tarball holds files it should not (above)"; exit 1
 fi
-for f in package/dist/index.js package/dist/index.d.ts package/esm/index.mjs package/native/index.js; do
+for f in package/bin/tunnel-gso package/dist/cli.js package/dist/index.js package/dist/index.d.ts package/esm/index.mjs package/native/index.js; do
   grep -qx "$f" <<<"$contents" || { echo "install-proof: $f missing from the tarball"; exit 1; }
 done
 
@@ -64,6 +64,6 @@ done
 ip netns add "$ns"
 ip -n "$ns" link set lo up
 ip netns exec "$ns" env -i PATH="$work/bin" HOME="$work" node main.mjs
-# The installed command, through its first line (node with the CLI's V8 flags).
+# The installed command, as the kernel runs it (sh, then node with the CLI's V8 flags).
 ip netns exec "$ns" env -i PATH="$work/bin" HOME="$work" "$work/app/node_modules/.bin/tunnel-gso" info | grep -q '^/dev/net/tun  *yes$' \
   || { echo "install-proof: the installed tunnel-gso command did not run"; exit 1; }

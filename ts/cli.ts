@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4
+#!/usr/bin/env node
 // The `tunnel-gso` command.
 import { parseArgs } from 'node:util'
 import { Tun } from './index.js'

@@ -19,7 +19,7 @@ export interface VpnStats {
 }
 
 /**
- * The V8 flags the `tunnel-gso` command runs with (its first line, which a
+ * The V8 flags the `tunnel-gso` command runs with (bin/tunnel-gso, which a
  * test compares with this list). A young generation of at most 4 MB per
  * semi-space, where Node's default grows to 16 MB on this kind of machine:
  * at full speed a VPN process's young generation grew 1 -> 32 MB over its
