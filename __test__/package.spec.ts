@@ -98,3 +98,16 @@ test('the tunnel-gso command (bin/tunnel-gso, through sh as the kernel runs it, 
     t.is(r.stderr.split('\n')[0], 'tunnel-gso: unknown command "no-such-command"', file)
   }
 })
+
+test("demo and bench start the CLI with CLI_NODE_FLAGS unless node was given those flags (either spelling, or in NODE_OPTIONS): the user's value wins", async (t) => {
+  const show = `console.log(JSON.stringify(require(${JSON.stringify(path.join(ROOT, 'dist', 'demo.js'))}).cliArgv().filter((a) => a.startsWith('--max') && a.includes('semi'))))`
+  const run = async (flags: string[], nodeOptions?: string) => {
+    const env = { ...process.env, NODE_OPTIONS: nodeOptions ?? '' }
+    const { stdout } = await promisify(execFile)(process.execPath, [...flags, '-e', show], { env })
+    return JSON.parse(stdout) as string[]
+  }
+  t.deepEqual(await run([]), [...CLI_NODE_FLAGS])
+  t.deepEqual(await run(['--max-semi-space-size=8']), ['--max-semi-space-size=8'])
+  t.deepEqual(await run(['--max_semi_space_size=8']), ['--max_semi_space_size=8'])
+  t.deepEqual(await run([], '--max-semi-space-size=2'), [], 'from NODE_OPTIONS: the child inherits it, nothing is added')
+})

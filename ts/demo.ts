@@ -31,10 +31,20 @@ export interface VpnStats {
  */
 export const CLI_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4']
 
-/** How to run the CLI in the namespaces: this process's node flags, the CLI's own where this process lacks them, and the entry point. */
+/** A node flag's name, as node reads it: `--max_semi_space_size=8` and `--max-semi-space-size=8` are the same flag. */
+function flagName(arg: string): string {
+  return arg.split('=')[0]!.replace(/_/g, '-')
+}
+
+/**
+ * How to run the CLI in the namespaces: this process's node flags, the
+ * CLI's own where this process was given no value for them (on its command
+ * line or in NODE_OPTIONS, which the child inherits), and the entry point.
+ */
 export function cliArgv(): string[] {
   const entry = process.argv[1] ?? path.join(__dirname, 'cli.js')
-  const own = CLI_NODE_FLAGS.filter((f) => !process.execArgv.some((a) => a.split('=')[0] === f.split('=')[0]))
+  const given = new Set([...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].filter((a) => a.startsWith('--')).map(flagName))
+  const own = CLI_NODE_FLAGS.filter((f) => !given.has(flagName(f)))
   return [...process.execArgv, ...own, entry]
 }
 
