@@ -335,8 +335,9 @@ function wireOf(tun: Tun, wire: VpnOptions['wire']): (reusedChunks: boolean) => 
 /**
  * Bytes of the buffer that a plain TCP connection is read into. Reads this
  * large (up to what the socket holds) mean fewer turns of pause, device
- * write and resume per megabyte: the event loop's p99 at full speed was
- * lower with 4 MiB than with 1 MiB, lower still than with 256 KiB.
+ * write and resume per megabyte. The raw wire's event-loop p99 at full
+ * speed, 6-s pairs against 1 MiB: 2.7-3.5 instead of 3.4-4.0 ms on one day,
+ * within noise on another; 256 KiB was worse than either (6-7 ms).
  */
 const READ_BUFFER = 1 << 22
 
