@@ -7,6 +7,13 @@ import * as fs from 'node:fs'
 import { ROOT, rootTest } from './helpers/netns.js'
 import { CLI_NODE_FLAGS } from '../ts/demo.js'
 
+/** Runs `file` and resolves with how it ended (exit code, output), whether it succeeded or not. */
+function exitOf(file: string, args: readonly string[], options: { cwd?: string; timeout?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(file, args, options, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }))
+  })
+}
+
 const title = 'packed root + linux-x64-gnu packages install and run for await over a real tun with no cargo or compiler on PATH'
 if (process.arch !== 'x64') {
   console.warn(`*** SKIPPING the install proof: it packs the linux-x64-gnu package; this is ${process.arch} ***`)
@@ -36,11 +43,7 @@ for (const platform of ['darwin', 'win32', 'freebsd']) {
 
   test(`import of the ES module entry on ${platform} fails with ERR_TUN_UNSUPPORTED_PLATFORM`, async (t) => {
     // The platform is faked by a module preloaded with --import, so the entry is imported statically, as an app would.
-    const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      execFile(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(fake)}`, path.join(ROOT, 'esm', 'index.mjs')], { cwd: ROOT, timeout: 30_000 }, (err, stdout, stderr) =>
-        resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr }),
-      )
-    })
+    const r = await exitOf(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(fake)}`, path.join(ROOT, 'esm', 'index.mjs')], { cwd: ROOT, timeout: 30_000 })
     t.is(r.code, 1, r.stderr)
     t.true(r.stderr.includes(`Error: ${expected}`), r.stderr)
     t.true(r.stderr.includes("code: 'ERR_TUN_UNSUPPORTED_PLATFORM'"), r.stderr)
@@ -83,16 +86,8 @@ test('the tunnel-gso command (bin/tunnel-gso, through sh as the kernel runs it, 
   t.is(lines[0], '#!/bin/sh')
   t.is(lines[1], `":" //; exec node ${CLI_NODE_FLAGS.join(' ')} "$0" "$@"`)
   t.true((fs.statSync(bin).mode & 0o111) !== 0, 'bin/tunnel-gso is executable')
-  const run = (file: string, args: string[]) =>
-    promisify(execFile)(file, args).then(
-      () => ({ code: 0, stderr: '' }),
-      (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
-    )
-  for (const [file, args] of [
-    ['/bin/sh', [bin, 'no-such-command']],
-    [process.execPath, [bin, 'no-such-command']],
-  ] as const) {
-    const r = await run(file, [...args])
+  for (const file of ['/bin/sh', process.execPath]) {
+    const r = await exitOf(file, [bin, 'no-such-command'])
     // Our usage error (2) and nothing else: not node's refusal of a flag (9, "bad option"), not a shell error.
     t.is(r.code, 2, `${file}: ${r.stderr}`)
     t.is(r.stderr.split('\n')[0], 'tunnel-gso: unknown command "no-such-command"', file)
