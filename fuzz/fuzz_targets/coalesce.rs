@@ -57,11 +57,15 @@ fuzz_target!(|data: &[u8]| {
             seen[i as usize] = true;
         }
         if u.packets.len() == 1 {
-            assert_eq!(u.bytes, refs[u.packets[0] as usize], "singles go out unchanged");
+            assert_eq!(u.to_vec(), packets[u.packets[0] as usize], "singles go out unchanged");
+            assert_eq!(u.parts().count(), 1);
             continue;
         }
-        assert!(u.bytes.len() <= 65535);
-        let n = gso::split(&u.vnet, u.bytes, &mut out, &mut lens).expect("a unit splits");
+        let whole = u.to_vec();
+        assert_eq!(whole.len(), u.len());
+        assert!(whole.len() <= 65535);
+        assert_eq!(u.parts().count(), 1 + u.packets.len(), "headers, then each payload");
+        let n = gso::split(&u.vnet, &whole, &mut out, &mut lens).expect("a unit splits");
         assert_eq!(n, u.packets.len());
         let mut pos = 0;
         for (&i, &len) in u.packets.iter().zip(&lens[..n]) {

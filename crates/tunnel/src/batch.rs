@@ -12,7 +12,7 @@
 //! and a write that would block moves the rest to a backlog, see [`Tx::flush`]).
 use std::io::{self, IoSlice};
 
-use crate::gro::{Gro, GroConfig};
+use crate::gro::{self, Gro, GroConfig};
 use crate::gso;
 use crate::vnet::{self, VnetHdr};
 use crate::{Device, Error, Result};
@@ -254,10 +254,19 @@ struct Backlog {
 }
 
 impl Backlog {
-    fn push(&mut self, hdr: &[u8; vnet::LEN], bytes: &[u8], packets: u32, ip_bytes: usize) {
+    /// Queues a frame: `hdr`, then the packet gathered from `parts`.
+    fn push<'p>(
+        &mut self,
+        hdr: &[u8; vnet::LEN],
+        parts: impl IntoIterator<Item = &'p [u8]>,
+        packets: u32,
+        ip_bytes: usize,
+    ) {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(hdr);
-        self.bytes.extend_from_slice(bytes);
+        for p in parts {
+            self.bytes.extend_from_slice(p);
+        }
         self.frames.push((start, self.bytes.len(), packets, ip_bytes));
     }
 
@@ -321,26 +330,58 @@ pub struct Tx {
 
 const NO_GSO: [u8; vnet::LEN] = [0; vnet::LEN];
 
-/// Writes one frame, or queues it behind the backlog (or when it would block).
+/// The most slices one frame is gathered from: the virtio header, a
+/// super-packet's headers, and one payload per segment.
+const MAX_IOV: usize = 2 + if gro::MAX_TCP_SEGMENTS > gro::MAX_UDP_SEGMENTS {
+    gro::MAX_TCP_SEGMENTS
+} else {
+    gro::MAX_UDP_SEGMENTS
+};
+
+/// Writes one frame, the packet gathered from `parts` (one `writev`, no copy),
+/// or queues it behind the backlog (or when it would block).
 #[allow(clippy::too_many_arguments)]
-fn write_frame(
+fn write_frame<'p>(
     dev: &impl Io,
     vnet: bool,
     hdr: &[u8; vnet::LEN],
-    bytes: &[u8],
+    parts: impl Iterator<Item = &'p [u8]> + Clone,
     packets: u32,
     ip_bytes: usize,
     backlog: &mut Backlog,
     counters: &mut TxCounters,
 ) -> io::Result<()> {
     if !backlog.frames.is_empty() {
-        backlog.push(hdr, bytes, packets, ip_bytes);
+        backlog.push(hdr, parts, packets, ip_bytes);
         return Ok(());
     }
-    let res = if vnet {
-        dev.writev(&[IoSlice::new(hdr), IoSlice::new(bytes)])
+    let mut iov = [IoSlice::new(&[]); MAX_IOV];
+    let mut n = 0;
+    if vnet {
+        iov[0] = IoSlice::new(hdr);
+        n = 1;
+    }
+    let mut fits = true;
+    for p in parts.clone() {
+        match iov.get_mut(n) {
+            Some(slot) => *slot = IoSlice::new(p),
+            None => fits = false,
+        }
+        n += 1;
+    }
+    let res = if !fits {
+        // More slices than any unit has (cannot happen for what Gro builds):
+        // written from a contiguous copy rather than refused.
+        let whole: Vec<u8> = parts.clone().flatten().copied().collect();
+        if vnet {
+            dev.writev(&[IoSlice::new(hdr), IoSlice::new(&whole)])
+        } else {
+            dev.write(&whole)
+        }
+    } else if n == 1 && !vnet {
+        dev.write(&iov[0])
     } else {
-        dev.write(bytes)
+        dev.writev(&iov[..n])
     };
     match res {
         Ok(_) => {
@@ -350,7 +391,7 @@ fn write_frame(
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            backlog.push(hdr, bytes, packets, ip_bytes);
+            backlog.push(hdr, parts, packets, ip_bytes);
             Ok(())
         }
         Err(e) => Err(e),
@@ -405,8 +446,17 @@ impl Tx {
         let (backlog, counters) = (&mut self.backlog, &mut self.counters);
         if !self.vnet {
             for (i, p) in packets.iter().enumerate() {
-                write_frame(dev, false, &NO_GSO, p, 1, p.len(), backlog, counters)
-                    .map_err(|e| send_error(e, i, total))?;
+                write_frame(
+                    dev,
+                    false,
+                    &NO_GSO,
+                    std::iter::once(*p),
+                    1,
+                    p.len(),
+                    backlog,
+                    counters,
+                )
+                .map_err(|e| send_error(e, i, total))?;
             }
             return Ok(total);
         }
@@ -417,7 +467,7 @@ impl Tx {
             let ip_bytes: usize = u.packets.iter().map(|&i| packets[i as usize].len()).sum();
             let n = u.packets.len();
             let hdr = u.vnet.encode();
-            match write_frame(dev, true, &hdr, u.bytes, n as u32, ip_bytes, backlog, counters) {
+            match write_frame(dev, true, &hdr, u.parts(), n as u32, ip_bytes, backlog, counters) {
                 Ok(()) => done += n,
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) && n > 1 => {
                     // Some kernels refuse valid GSO writes: never lose the
@@ -430,8 +480,17 @@ impl Tx {
                     counters.fallbacks += 1;
                     for &i in u.packets {
                         let p = packets[i as usize];
-                        write_frame(dev, true, &NO_GSO, p, 1, p.len(), backlog, counters)
-                            .map_err(|e| send_error(e, done, total))?;
+                        write_frame(
+                            dev,
+                            true,
+                            &NO_GSO,
+                            std::iter::once(p),
+                            1,
+                            p.len(),
+                            backlog,
+                            counters,
+                        )
+                        .map_err(|e| send_error(e, done, total))?;
                         done += 1;
                     }
                 }
@@ -492,7 +551,7 @@ impl Tx {
                     dev,
                     true,
                     &hdr.encode(),
-                    pkt,
+                    std::iter::once(pkt),
                     segments as u32,
                     pkt.len(),
                     backlog,
@@ -528,8 +587,17 @@ impl Tx {
             for &len in &self.split_lens[..n] {
                 let p = &self.split_buf[at..at + len as usize];
                 at += len as usize;
-                write_frame(dev, self.vnet, &NO_GSO, p, 1, p.len(), backlog, counters)
-                    .map_err(|e| Error::sys("write", e))?;
+                write_frame(
+                    dev,
+                    self.vnet,
+                    &NO_GSO,
+                    std::iter::once(p),
+                    1,
+                    p.len(),
+                    backlog,
+                    counters,
+                )
+                .map_err(|e| Error::sys("write", e))?;
             }
         }
         Ok(frames.len())
@@ -701,11 +769,13 @@ mod tests {
 
     /// A scripted queue: reads return `reads` in turn (then `EAGAIN`); each
     /// write is shown to `answer`, which refuses it with an errno or lets it
-    /// through, and what goes through is kept in `written`.
+    /// through, and what goes through is kept in `written` (with the number
+    /// of slices each came in: 1 for `write`, in `slices`).
     struct Fake {
         reads: RefCell<VecDeque<Vec<u8>>>,
         answer: RefCell<Answer>,
         written: RefCell<Vec<Vec<u8>>>,
+        slices: RefCell<Vec<usize>>,
     }
 
     impl Fake {
@@ -714,6 +784,7 @@ mod tests {
                 reads: RefCell::new(VecDeque::new()),
                 answer: RefCell::new(Box::new(answer)),
                 written: RefCell::new(Vec::new()),
+                slices: RefCell::new(Vec::new()),
             }
         }
 
@@ -737,9 +808,11 @@ mod tests {
             Ok(n)
         }
         fn write(&self, buf: &[u8]) -> io::Result<usize> {
+            self.slices.borrow_mut().push(1);
             self.take(buf.to_vec())
         }
         fn writev(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.slices.borrow_mut().push(bufs.len());
             self.take(bufs.iter().flat_map(|b| b.iter().copied()).collect())
         }
     }
@@ -781,6 +854,39 @@ mod tests {
     }
 
     const ALL: GroConfig = GroConfig { tcp: true, udp: true };
+
+    #[test]
+    fn a_coalesced_unit_is_one_gathered_write_of_headers_and_payloads() {
+        // The super-packet is never built: one writev of the virtio header,
+        // the head's fixed-up headers and each member's payload in place;
+        // what the device receives is the super-packet all the same.
+        let dev = Fake::new(|_| None);
+        let packets = two_flows();
+        let refs: Vec<&[u8]> = packets.iter().map(|p| p.as_slice()).collect();
+        let mut tx = Tx::new(true, ALL);
+        assert_eq!(tx.send_io(&dev, &refs).unwrap(), 15);
+        assert_eq!(*dev.slices.borrow(), vec![2 + 10, 2 + 5]);
+        let mut g = Gro::new(ALL);
+        g.coalesce(&refs);
+        let want: Vec<Vec<u8>> = g
+            .units(&refs)
+            .map(|u| [&u.vnet.encode()[..], &u.to_vec()].concat())
+            .collect();
+        assert_eq!(*dev.written.borrow(), want);
+        let mut back = vec![];
+        for f in dev.written.borrow().iter() {
+            let hdr = VnetHdr::decode(f).unwrap();
+            let (mut out, mut lens) = (vec![0u8; 1 << 17], vec![0u32; 64]);
+            let n = gso::split(&hdr, &f[vnet::LEN..], &mut out, &mut lens).unwrap();
+            let mut at = 0;
+            for &l in &lens[..n] {
+                back.push([&NO_GSO[..], &out[at..at + l as usize]].concat());
+                at += l as usize;
+            }
+        }
+        assert_eq!(singles(&back), without_id(&packets));
+        assert_eq!((tx.counters.packets, tx.counters.writes), (15, 2));
+    }
 
     #[test]
     fn direct_write_refused_with_einval_falls_back_to_single_packets() {
@@ -930,9 +1036,9 @@ mod tests {
         let before = Spec::tcp4().build(&payload(7, 1));
         let after = Spec::tcp6().build(&payload(9, 2));
         let mut b = Backlog::default();
-        b.push(&NO_GSO, &before, 1, before.len());
-        b.push(&u.vnet.encode(), u.bytes, 4, 2000);
-        b.push(&NO_GSO, &after, 1, after.len());
+        b.push(&NO_GSO, [&before[..]], 1, before.len());
+        b.push(&u.vnet.encode(), u.parts(), 4, 2000);
+        b.push(&NO_GSO, [&after[..]], 1, after.len());
         let (mut buf, mut lens) = (Vec::new(), Vec::new());
         assert!(split_queued(&mut b, 1, &mut buf, &mut lens));
         assert_eq!(b.frames.len(), 6);
@@ -947,7 +1053,7 @@ mod tests {
         assert_eq!(b.frames.last().unwrap().1, b.bytes.len());
         // A frame that does not split is left alone.
         assert!(!split_queued(&mut b, 9, &mut buf, &mut lens));
-        b.push(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0], &[0x45], 1, 1);
+        b.push(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0], [&[0x45u8][..]], 1, 1);
         assert!(!split_queued(&mut b, 6, &mut buf, &mut lens));
         assert_eq!(b.frames.len(), 7);
     }

@@ -10,6 +10,10 @@
 //! PSH; at most 65535 bytes; UDP at most 64 segments. Every packet's
 //! checksums are verified before it may merge: a corrupt packet is written as
 //! it came and never gets a fresh, valid checksum. Per-flow order is kept.
+//!
+//! A super-packet is not built: only the head's headers are copied (and fixed
+//! up for the whole), and the write gathers them with every member's payload
+//! from where the caller's packets lie ([`Unit::parts`]).
 use std::ops::Range;
 
 use crate::checksum::{add, fold};
@@ -32,16 +36,62 @@ pub struct GroConfig {
     pub udp: bool,
 }
 
-/// A write unit: one `write()` of a virtio header and these bytes.
+/// A write unit: one `writev()` of a virtio header and these bytes.
+///
+/// A super-packet is never laid out contiguously: its bytes are the head's
+/// headers (fixed up, in the coalescer's buffer) followed by every member's
+/// payload where it already lies, so the write gathers them
+/// ([`Unit::parts`]) and nothing is copied in user space.
 #[derive(Debug, Clone, Copy)]
 pub struct Unit<'a> {
     /// The virtio header: `GSO_NONE` with no flags for a single packet.
     pub vnet: VnetHdr,
-    /// The IP packet or super-packet.
-    pub bytes: &'a [u8],
     /// Indices of the input packets this unit carries, in order (for the
     /// fallback: written one by one if the kernel refuses the unit).
     pub packets: &'a [u32],
+    /// A single packet whole, or the super-packet's headers.
+    head: &'a [u8],
+    /// Bytes of headers each member's payload starts after; 0 for a single.
+    hdr_len: usize,
+    /// Length of the whole IP packet or super-packet.
+    len: usize,
+    input: &'a [&'a [u8]],
+}
+
+impl<'a> Unit<'a> {
+    /// The bytes of the IP packet or super-packet in order, as slices to
+    /// gather: a single packet is one slice; a super-packet is its headers,
+    /// then each member's payload (at most 1 + [`MAX_TCP_SEGMENTS`] slices).
+    pub fn parts(&self) -> impl Iterator<Item = &'a [u8]> + Clone + 'a {
+        let (input, hdr_len) = (self.input, self.hdr_len);
+        let members = if hdr_len == 0 { &[][..] } else { self.packets };
+        std::iter::once(self.head).chain(members.iter().map(move |&m| {
+            input
+                .get(m as usize)
+                .and_then(|p| p.get(hdr_len..))
+                .unwrap_or(&[])
+        }))
+    }
+
+    /// Length of the IP packet or super-packet.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never true: a unit carries at least one packet (for clippy's `len_without_is_empty`).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The packet or super-packet as one contiguous copy (tests and the
+    /// backlog's cold path; the write path gathers [`Unit::parts`]).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for p in self.parts() {
+            v.extend_from_slice(p);
+        }
+        v
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +117,7 @@ struct UnitRec {
     head: u32,
     /// Range in `members` of the input packets carried.
     members: Range<usize>,
-    /// Range in `arena` of the super-packet; empty for a single.
+    /// Range in `arena` of the super-packet's fixed-up headers; empty for a single.
     bytes: Range<usize>,
     /// Bytes of IP + L4 headers of the head.
     hdr_len: usize,
@@ -88,6 +138,7 @@ pub struct Gro {
     cfg: GroConfig,
     units: Vec<UnitRec>,
     members: Vec<u32>,
+    /// The super-packets' headers (payloads stay where they are).
     arena: Vec<u8>,
     /// Indices into `units` of units that may still take packets.
     open: Vec<usize>,
@@ -349,17 +400,15 @@ impl Gro {
                 self.hdrs.push(VnetHdr::default());
                 continue;
             }
-            // Build the super-packet: the head whole, then each member's payload.
+            // The super-packet's headers are the head's, fixed up for the
+            // whole; the payloads are gathered from the input when written.
             let start = self.arena.len();
-            for &m in &self.pending[u] {
-                let p = packets[m as usize];
-                let from = if m == r.head { 0 } else { r.hdr_len };
-                self.arena.extend_from_slice(p.get(from..).unwrap_or(&[]));
-            }
+            let head = packets.get(r.head as usize).copied().unwrap_or(&[]);
+            self.arena.extend_from_slice(head.get(..r.hdr_len).unwrap_or(&[]));
             r.bytes = start..self.arena.len();
             let f = r.flow.as_ref().map_or((4, TCP), |f| (f.version, f.proto));
             let b = &mut self.arena[r.bytes.clone()];
-            let total = b.len();
+            let total = r.total;
             let l4 = r.l4;
             if f.0 == 4 {
                 b[2..4].copy_from_slice(&(total as u16).to_be_bytes());
@@ -404,14 +453,20 @@ impl Gro {
 
     /// The units of the last [`Gro::coalesce`], in an order that keeps every flow's order.
     pub fn units<'a>(&'a self, packets: &'a [&'a [u8]]) -> impl Iterator<Item = Unit<'a>> + 'a {
-        self.units.iter().zip(&self.hdrs).map(move |(r, h)| Unit {
-            vnet: *h,
-            bytes: if r.bytes.is_empty() {
-                packets[r.head as usize]
-            } else {
-                &self.arena[r.bytes.clone()]
-            },
-            packets: &self.members[r.members.clone()],
+        self.units.iter().zip(&self.hdrs).map(move |(r, h)| {
+            let single = r.bytes.is_empty();
+            Unit {
+                vnet: *h,
+                packets: &self.members[r.members.clone()],
+                head: if single {
+                    packets.get(r.head as usize).copied().unwrap_or(&[])
+                } else {
+                    &self.arena[r.bytes.clone()]
+                },
+                hdr_len: if single { 0 } else { r.hdr_len },
+                len: r.total,
+                input: packets,
+            }
         })
     }
 
@@ -999,6 +1054,16 @@ mod tests {
         assert!(failed.is_empty(), "failing rows:\n{}", failed.join("\n"));
     }
 
+    /// IP + L4 header length of a test packet.
+    fn l4_hdr_len(p: &[u8]) -> usize {
+        let (l4, proto) = if p[0] >> 4 == 6 { (40, p[6]) } else { (20, p[9]) };
+        l4 + if proto == 6 {
+            ((p[l4 + 12] >> 4) * 4) as usize
+        } else {
+            8
+        }
+    }
+
     /// Checks the virtio header and the headers of the super-packet of `packets`
     /// (all of one flow, coalesced into one unit).
     fn check_unit(packets: &[Vec<u8>], gso_type: u8) {
@@ -1008,7 +1073,15 @@ mod tests {
         let units: Vec<Unit<'_>> = g.units(&refs).collect();
         assert_eq!(units.len(), 1, "one unit");
         let u = units[0];
-        let b = u.bytes;
+        let whole = u.to_vec();
+        let b = whole.as_slice();
+        assert_eq!(u.len(), b.len());
+        // Gathered, not copied: the headers, then each member's payload where it lies.
+        let parts: Vec<&[u8]> = u.parts().collect();
+        assert_eq!(parts.len(), 1 + packets.len());
+        for (part, p) in parts[1..].iter().zip(&refs) {
+            assert_eq!(part.as_ptr(), p[l4_hdr_len(p)..].as_ptr(), "payload in place");
+        }
         let first = &packets[0];
         let v6 = first[0] >> 4 == 6;
         let (l4, proto) = if v6 { (40, first[6]) } else { (20, first[9]) };
@@ -1099,7 +1172,7 @@ mod tests {
         g.coalesce(&refs);
         let u = g.units(&refs).next().unwrap();
         assert_eq!(u.packets, &[0, 1]);
-        assert_eq!(u.bytes[33], ACK_PSH);
+        assert_eq!(u.to_vec()[33], ACK_PSH);
         assert_eq!(packets[0][33], ACK);
     }
 
@@ -1126,11 +1199,11 @@ mod tests {
     /// Splits a unit the way the kernel would segment it.
     fn resplit(u: &Unit<'_>) -> Vec<Vec<u8>> {
         if u.vnet.gso_type == vnet::GSO_NONE {
-            return vec![u.bytes.to_vec()];
+            return vec![u.to_vec()];
         }
         let mut out = vec![0u8; 200_000];
         let mut lens = vec![0u32; 256];
-        let n = split(&u.vnet, u.bytes, &mut out, &mut lens).unwrap();
+        let n = split(&u.vnet, &u.to_vec(), &mut out, &mut lens).unwrap();
         let mut pos = 0;
         lens[..n]
             .iter()
@@ -1219,7 +1292,8 @@ mod tests {
         for u in g.units(&refs) {
             if u.packets.contains(&4) {
                 assert_eq!(u.packets, &[4]);
-                assert_eq!(u.bytes, packets[4].as_slice());
+                assert_eq!(u.to_vec(), packets[4]);
+                assert_eq!(u.parts().count(), 1);
             }
         }
     }
