@@ -73,7 +73,11 @@ export function checkBytes(value: unknown, what: string): Uint8Array {
 export function checkBytesArray(value: unknown, what: string): Uint8Array[] {
   if (!Array.isArray(value)) throw typeError(`${what} must be an array of Uint8Array, got ${received(value)}`)
   const copy = (value as unknown[]).slice()
-  for (let i = 0; i < copy.length; i++) checkBytes(copy[i], `${what}[${i}]`)
+  // The element's name is made only for the error (a template string per
+  // element is a number-to-string conversion and a concatenation per packet).
+  for (let i = 0; i < copy.length; i++) {
+    if (!(copy[i] instanceof Uint8Array)) checkBytes(copy[i], `${what}[${i}]`)
+  }
   return copy as Uint8Array[]
 }
 
