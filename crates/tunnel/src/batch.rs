@@ -369,16 +369,14 @@ fn write_frame<'p>(
         }
         n += 1;
     }
-    let res = if !fits {
+    if !fits {
         // More slices than any unit has (cannot happen for what Gro builds):
         // written from a contiguous copy rather than refused.
-        let whole: Vec<u8> = parts.clone().flatten().copied().collect();
-        if vnet {
-            dev.writev(&[IoSlice::new(hdr), IoSlice::new(&whole)])
-        } else {
-            dev.write(&whole)
-        }
-    } else if n == 1 && !vnet {
+        let whole: Vec<u8> = parts.flatten().copied().collect();
+        let one = std::iter::once(&whole[..]);
+        return write_frame(dev, vnet, hdr, one, packets, ip_bytes, backlog, counters);
+    }
+    let res = if n == 1 && !vnet {
         dev.write(&iov[0])
     } else {
         dev.writev(&iov[..n])

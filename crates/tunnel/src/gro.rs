@@ -83,8 +83,8 @@ impl<'a> Unit<'a> {
         self.len == 0
     }
 
-    /// The packet or super-packet as one contiguous copy (tests and the
-    /// backlog's cold path; the write path gathers [`Unit::parts`]).
+    /// The packet or super-packet as one contiguous copy (for tests and
+    /// checks; the write path gathers [`Unit::parts`]).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len);
         for p in self.parts() {
@@ -1054,16 +1054,6 @@ mod tests {
         assert!(failed.is_empty(), "failing rows:\n{}", failed.join("\n"));
     }
 
-    /// IP + L4 header length of a test packet.
-    fn l4_hdr_len(p: &[u8]) -> usize {
-        let (l4, proto) = if p[0] >> 4 == 6 { (40, p[6]) } else { (20, p[9]) };
-        l4 + if proto == 6 {
-            ((p[l4 + 12] >> 4) * 4) as usize
-        } else {
-            8
-        }
-    }
-
     /// Checks the virtio header and the headers of the super-packet of `packets`
     /// (all of one flow, coalesced into one unit).
     fn check_unit(packets: &[Vec<u8>], gso_type: u8) {
@@ -1080,7 +1070,9 @@ mod tests {
         let parts: Vec<&[u8]> = u.parts().collect();
         assert_eq!(parts.len(), 1 + packets.len());
         for (part, p) in parts[1..].iter().zip(&refs) {
-            assert_eq!(part.as_ptr(), p[l4_hdr_len(p)..].as_ptr(), "payload in place");
+            let ip = parse_ip(p).unwrap();
+            let hdr_len = ip.l4_offset + l4_header_len(p, ip.l4_offset, ip.proto).unwrap();
+            assert_eq!(part.as_ptr(), p[hdr_len..].as_ptr(), "payload in place");
         }
         let first = &packets[0];
         let v6 = first[0] >> 4 == 6;
