@@ -59,9 +59,15 @@ export function checkFd(fd: unknown): number {
   return fd
 }
 
-/** Checks that `value` is a `Uint8Array` (a `Buffer` is one). */
-export function checkBytes(value: unknown, what: string): Uint8Array {
-  if (!(value instanceof Uint8Array)) throw typeError(`${what} must be a Uint8Array, got ${received(value)}`)
+/**
+ * Checks that `value` is a `Uint8Array` (a `Buffer` is one). With `index`,
+ * the error names element `what[index]`; the name is made only for the
+ * error (a template string per packet is a number-to-string conversion).
+ */
+export function checkBytes(value: unknown, what: string, index?: number): Uint8Array {
+  if (!(value instanceof Uint8Array)) {
+    throw typeError(`${index === undefined ? what : `${what}[${index}]`} must be a Uint8Array, got ${received(value)}`)
+  }
   return value
 }
 
@@ -73,11 +79,7 @@ export function checkBytes(value: unknown, what: string): Uint8Array {
 export function checkBytesArray(value: unknown, what: string): Uint8Array[] {
   if (!Array.isArray(value)) throw typeError(`${what} must be an array of Uint8Array, got ${received(value)}`)
   const copy = (value as unknown[]).slice()
-  // The element's name is made only for the error (a template string per
-  // element is a number-to-string conversion and a concatenation per packet).
-  for (let i = 0; i < copy.length; i++) {
-    if (!(copy[i] instanceof Uint8Array)) checkBytes(copy[i], `${what}[${i}]`)
-  }
+  for (let i = 0; i < copy.length; i++) checkBytes(copy[i], what, i)
   return copy as Uint8Array[]
 }
 
