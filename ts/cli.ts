@@ -35,7 +35,9 @@ commands:
            a C reference built here, --wire gso, --wire raw, --no-offload;
            prints Gbit/s both ways, packets per syscall, CPU s/GB, 100 KB
            request/response p50/p99, event loop p99 and RSS
-           --seconds N        iperf3 time each way (default 10)
+           --seconds N        iperf3 time each way per contender (default 30)
+           --rounds N         in N slices, the contenders taking turns in each
+                              round (default 3)
            --warmup N         iperf3 time before that, half each way, not counted (default 40)
            --only TEXT        only the contenders whose name contains TEXT
 `
@@ -138,12 +140,14 @@ async function main(argv: string[]): Promise<number> {
       return demo({ seconds, log: (s) => console.log(s) })
     }
     case 'bench': {
-      const { values } = parseArgs({ args: argv.slice(1), options: { seconds: { type: 'string' }, warmup: { type: 'string' }, only: { type: 'string' } }, strict: true })
-      const seconds = values.seconds === undefined ? 10 : Number(values.seconds)
+      const { values } = parseArgs({ args: argv.slice(1), options: { seconds: { type: 'string' }, warmup: { type: 'string' }, rounds: { type: 'string' }, only: { type: 'string' } }, strict: true })
+      const seconds = values.seconds === undefined ? 30 : Number(values.seconds)
       if (!(seconds >= 1 && seconds <= 600)) throw new Error('--seconds must be from 1 to 600')
       const warmup = values.warmup === undefined ? 40 : Number(values.warmup)
       if (!(warmup >= 1 && warmup <= 600)) throw new Error('--warmup must be from 1 to 600')
-      return bench({ seconds, warmup, only: values.only, log: (s) => console.log(s) })
+      const rounds = values.rounds === undefined ? 3 : Number(values.rounds)
+      if (!(Number.isInteger(rounds) && rounds >= 1 && rounds <= 100)) throw new Error('--rounds must be a whole number from 1 to 100')
+      return bench({ seconds, warmup, rounds, only: values.only, log: (s) => console.log(s) })
     }
     case '_rr':
       return rr(argv[1] ?? '', argv[2] ?? '', Number(argv[3]), Number(argv[4] ?? 0))
